@@ -1,0 +1,1 @@
+"""Alembic migrations of the zexus_bcache schema (shipped as zexus_bcache.migrations)."""

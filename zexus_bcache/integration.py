@@ -1,0 +1,101 @@
+"""The real Zexus pipeline (lex, parse, compile, run), with zexus's own debug noise kept out of stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .errors import BcacheError
+
+
+class ZexusParseError(BcacheError):
+    """The Zexus parser reported errors; nothing is compiled or cached."""
+
+    def __init__(self, filename: str, errors: Sequence[Any]):
+        self.filename = filename
+        self.errors = [str(e) for e in errors]
+        super().__init__(f"{filename}: " + "; ".join(self.errors))
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Swallow what zexus prints while importing and parsing (warnings, parser debug lines)."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        yield sink
+
+
+def _zexus() -> Any:
+    # Importing zexus prints a warning about the optional cryptography library.
+    with quiet():
+        import zexus.evaluator
+        import zexus.lexer
+        import zexus.parser
+        import zexus.vm.compiler
+        import zexus.vm.vm
+    return zexus
+
+
+def parse(source: str, filename: str = "<string>") -> Any:
+    """Lex and parse like ``zx run`` does; raise ZexusParseError when the parser reports errors."""
+    zx = _zexus()
+    with quiet():
+        parser = zx.parser.Parser(
+            zx.lexer.Lexer(source, filename=filename), "universal", enable_advanced_strategies=True
+        )
+        program = parser.parse_program()
+    if parser.errors:
+        raise ZexusParseError(filename, parser.errors)
+    return program
+
+
+def compile_program(program: Any, optimize: bool = True) -> Any:
+    """Compile a parsed Program with zexus's VM compiler."""
+    zx = _zexus()
+    with quiet():
+        return zx.vm.compiler.compile_ast_to_bytecode(program, optimize=optimize)
+
+
+def compile_source(source: str, filename: str = "<string>", optimize: bool = True) -> Any:
+    """Parse and compile in one step, uncached."""
+    return compile_program(parse(source, filename), optimize=optimize)
+
+
+_BUILTINS: dict[str, Any] | None = None
+
+
+def _vm_builtins() -> dict[str, Any]:
+    global _BUILTINS
+    if _BUILTINS is None:
+        zx = _zexus()
+        with quiet():
+            _BUILTINS = dict(zx.evaluator.Evaluator(use_vm=False).builtins)
+    return _BUILTINS
+
+
+def run_bytecode(
+    bytecode: Any, filename: str = "<string>", args: Sequence[str] = (), optimize: bool = True
+) -> Any:
+    """Execute bytecode on zexus's VM set up as ``zx run`` sets it up; return the VM's result."""
+    zx = _zexus()
+    vm_mod = zx.vm.vm
+    vm = vm_mod.VM(
+        mode=vm_mod.VMMode.AUTO,
+        use_jit=optimize,
+        max_heap_mb=1000,
+        debug=False,
+        gas_limit=100_000_000,
+    )
+    vm.builtins.update(_vm_builtins())
+    abs_file = os.path.abspath(filename) if filename and not filename.startswith("<") else filename
+    vm.env["__file__"] = abs_file
+    vm.env["__FILE__"] = abs_file
+    vm.env["__MODULE__"] = "__main__"
+    vm.env["__DIR__"] = os.path.dirname(abs_file) if abs_file else ""
+    vm.env["__ARGS__"] = tuple(args)
+    vm.env["__ARGV__"] = tuple(args)
+    vm.env["__PACKAGE__"] = ""
+    return vm.execute(bytecode, debug=False)
