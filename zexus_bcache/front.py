@@ -1,0 +1,138 @@
+"""The in-memory front layer: a thread-safe LRU of decoded Bytecode, bounded by entries and bytes."""
+
+from __future__ import annotations
+
+import enum
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+_ATOMIC = (int, float, complex, bool, str, bytes, type(None))
+
+
+def deep_sizeof(obj: Any) -> int:
+    """Bytes held by ``obj`` and everything it alone references (shared singletons are not counted)."""
+    seen: set[int] = set()
+    total = 0
+    stack = [obj]
+    getsizeof = sys.getsizeof
+    while stack:
+        o = stack.pop()
+        if o is None or o is True or o is False or isinstance(o, (enum.Enum, type)):
+            continue
+        if type(o) is int and -5 <= o <= 256:
+            continue  # CPython's cached small ints
+        i = id(o)
+        if i in seen:
+            continue
+        seen.add(i)
+        total += getsizeof(o)
+        t = type(o)
+        if t in (list, tuple, set, frozenset):
+            stack.extend(o)
+        elif t is dict:
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif not isinstance(o, _ATOMIC):
+            d = getattr(o, "__dict__", None)
+            if d is not None:
+                stack.append(d)
+    return total
+
+
+@dataclass(slots=True)
+class FrontEntry:
+    """A cached value with its size and access record."""
+
+    value: Any
+    size: int
+    created_at: float
+    last_access: float
+    access_count: int = 0
+
+
+class FrontCache:
+    """LRU order is one OrderedDict with ``move_to_end`` on touch; a value larger than the bound is refused."""
+
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        getsizeof: Callable[[Any], int] = deep_sizeof,
+    ) -> None:
+        if max_entries < 0 or max_bytes < 0:
+            raise ValueError("front cache bounds must not be negative")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.getsizeof = getsizeof
+        self.currsize = 0
+        self._data: OrderedDict[Hashable, FrontEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        """The value for key (made most recent), or None."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            self._data.move_to_end(key)
+            entry.access_count += 1
+            entry.last_access = time.time()
+            return entry.value
+
+    def put(self, key: Hashable, value: Any, size: int | None = None) -> list[Hashable] | None:
+        """Insert or replace; return the keys evicted to make room, or None if the value cannot fit."""
+        if size is None:
+            size = self.getsizeof(value)
+        if size > self.max_bytes or self.max_entries == 0:
+            with self._lock:
+                self._remove(key)
+            return None
+        now = time.time()
+        with self._lock:
+            self._remove(key)
+            evicted = []
+            while self._data and (len(self._data) >= self.max_entries or self.currsize + size > self.max_bytes):
+                old_key, old = self._data.popitem(last=False)
+                self.currsize -= old.size
+                evicted.append(old_key)
+            self._data[key] = FrontEntry(value, size, now, now)
+            self.currsize += size
+            return evicted
+
+    def _remove(self, key: Hashable) -> bool:
+        entry = self._data.pop(key, None)
+        if entry is None:
+            return False
+        self.currsize -= entry.size
+        return True
+
+    def pop(self, key: Hashable) -> bool:
+        """Drop key; True if it was there."""
+        with self._lock:
+            return self._remove(key)
+
+    def peek(self, key: Hashable) -> FrontEntry | None:
+        """The entry for key without touching its LRU position."""
+        with self._lock:
+            return self._data.get(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.currsize = 0
+
+    def keys(self) -> list[Hashable]:
+        """Keys from least to most recently used."""
+        with self._lock:
+            return list(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
