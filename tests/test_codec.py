@@ -131,14 +131,43 @@ def test_values_it_cannot_encode_exactly_are_refused(constant: object) -> None:
         codec.encode(_bytecode([constant]))
 
 
-def test_shared_and_cyclic_mutables_are_refused() -> None:
+def test_shared_references_are_kept() -> None:
     shared = [1, 2]
-    with pytest.raises(CodecError, match="shared or cyclic"):
-        codec.encode(_bytecode([shared, shared]))
+    node = zexus_ast.IntegerLiteral(5)
+    table = {"a": node}
+    bytecode = _bytecode([shared, (shared, node), table, {"again": table, "node": node}])
+    back = codec.decode(codec.encode(bytecode)).constants
+    assert_same(bytecode.constants, back)
+    assert back[0] is back[1][0] and back[1][1] is back[2]["a"] is back[3]["node"] and back[3]["again"] is back[2]
+
+
+def test_cycles_are_kept() -> None:
     cyclic: list = []
     cyclic.append(cyclic)
-    with pytest.raises(CodecError, match="shared or cyclic"):
-        codec.encode(_bytecode([cyclic]))
+    node = zexus_ast.Identifier("self")
+    node.parent = {"child": node}
+    inner = _bytecode([])
+    inner.constants.append({"name": "rec", "bytecode": inner})
+    back = codec.decode(codec.encode(_bytecode([cyclic, node, inner]))).constants
+    assert back[0][0] is back[0]
+    assert back[1].parent["child"] is back[1] and back[1].value == "self"
+    assert back[2].constants[0]["bytecode"] is back[2]
+
+
+def test_sharing_that_cannot_be_ordered_or_kept_is_refused() -> None:
+    with pytest.raises(CodecError, match="inside a set"):
+        codec.encode(_bytecode([{zexus_ast.Identifier("x")}]))
+    bytecode = _bytecode([])
+    bytecode.constants.append(bytecode.instructions)
+    with pytest.raises(CodecError, match="instruction or constant list"):
+        codec.encode(bytecode)
+
+
+def test_contract_programs_with_shared_nodes_round_trip() -> None:
+    contracts = [(n, b) for n, b in COMPILED if "contract" in n or n.startswith("45_")]
+    assert contracts
+    for _, bytecode in contracts:
+        assert_same(bytecode, codec.decode(codec.encode(bytecode)))
 
 
 def test_immutable_repeats_are_fine() -> None:
@@ -230,8 +259,12 @@ def test_non_bytes_input_is_refused() -> None:
         (b"[" * 100000 + b"]" * 100000, "nesting too deep|top level"),
         (b'["M",["L",1]]', "not a Bytecode"),
         (b'["B",[],[["S",["L"]]],["d",{}],["L"],["d",{}],{}]', "malformed value"),
+        (b'["B",[],[["R",0]],["d",{}],["L"],["d",{}],{}]', "dangling reference"),
+        (b'["B",[],[["@",0,"L"],["@",0,"L"]],["d",{}],["L"],["d",{}],{}]', "malformed reference"),
+        (b'["B",[],[["@",0,"T",1]],["d",{}],["L"],["d",{}],{}]', "cannot be shared"),
     ],
-    ids=["ast-class", "enum", "tag", "opcode", "odd-instructions", "object", "json", "deep", "list", "unhashable"],
+    ids=["ast-class", "enum", "tag", "opcode", "odd-instructions", "object", "json", "deep", "list", "unhashable",
+         "dangling", "redefined", "shared-tuple"],
 )
 def test_forged_bodies_with_valid_checksums_are_refused(raw: bytes, message: str) -> None:
     with pytest.raises(CodecError, match=message):

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import struct
+import threading
 import zlib
 from typing import Any
 
@@ -43,7 +44,8 @@ def _load_whitelists() -> tuple[type, dict[int, Any], dict[type, str], dict[str,
     from .integration import quiet
 
     with quiet():
-        from zexus import zexus_ast
+        from zexus import zexus_ast, zexus_token
+        from zexus.parser import strategy_context
         from zexus.vm import bytecode as bytecode_mod
 
     bytecode_cls = bytecode_mod.Bytecode
@@ -53,6 +55,10 @@ def _load_whitelists() -> tuple[type, dict[int, Any], dict[type, str], dict[str,
         for name, cls in sorted(vars(zexus_ast).items())
         if isinstance(cls, type) and issubclass(cls, zexus_ast.Node) and cls.__module__ == zexus_ast.__name__
     }
+    # Plain attribute bags the parser puts into real trees (contract properties, tokens).
+    for extra in (strategy_context.AstNodeShim, zexus_token.Token):
+        assert extra.__name__ not in {c.__name__ for c in ast_names}
+        ast_names[extra] = extra.__name__
     enums = {
         name: cls
         for module in (bytecode_mod, zexus_ast)
@@ -71,19 +77,38 @@ _BYTECODE_FIELDS = ("instructions", "constants", "metadata", "names", "labels")
 # --------------------------------------------------------------------------- encode
 
 
+_UNSHAREABLE: list[Any] = ["!"]
+
+
 class _Encoder:
-    """One encoding pass; refuses shared or cyclic mutable objects and too-deep nesting."""
+    """One encoding pass.
+
+    Mutable objects (lists, dicts, sets, AST nodes, Bytecode) are remembered by identity; the
+    first time one is met again, its first encoding is marked in place as a definition
+    ``["@", ref, tag, ...]`` and the repeat becomes ``["R", ref]``. So shared and cyclic
+    references are kept exactly, and a program with no sharing pays nothing when decoded.
+    """
 
     def __init__(self) -> None:
-        self.seen: set[int] = set()
+        self.memo: dict[int, list[Any]] = {}
+        self.next_ref = 0
+        self.in_set = 0
 
-    def _enter(self, value: Any, depth: int) -> None:
+    def _shared(self, v: Any, depth: int) -> list[Any] | None:
+        """The back-reference for an object met before, else None (and the object is remembered by caller)."""
         if depth > MAX_DEPTH:
             raise CodecError(f"nesting deeper than {MAX_DEPTH} levels is not encoded")
-        key = id(value)
-        if key in self.seen:
-            raise CodecError(f"a shared or cyclic {type(value).__name__} is not encoded")
-        self.seen.add(key)
+        if self.in_set:
+            raise CodecError(f"a {type(v).__name__} inside a set is not encoded (its order is not stable)")
+        first = self.memo.get(id(v))
+        if first is None:
+            return None
+        if first is _UNSHAREABLE:
+            raise CodecError("a Bytecode's instruction or constant list referenced elsewhere is not encoded")
+        if first[0] != "@":
+            first[0:0] = ["@", self.next_ref]
+            self.next_ref += 1
+        return ["R", first[1]]
 
     def value(self, v: Any, depth: int) -> Any:
         t = type(v)
@@ -94,15 +119,31 @@ class _Encoder:
         if t is float:
             return v if math.isfinite(v) else ["f", struct.pack(">d", v).hex()]
         if t is tuple:
+            if depth > MAX_DEPTH:
+                raise CodecError(f"nesting deeper than {MAX_DEPTH} levels is not encoded")
             return ["T", *[self.value(x, depth + 1) for x in v]]
         if t is list:
-            self._enter(v, depth)
-            return ["L", *[self.value(x, depth + 1) for x in v]]
+            ref = self._shared(v, depth)
+            if ref:
+                return ref
+            out: list[Any] = ["L"]
+            self.memo[id(v)] = out
+            for x in v:
+                out.append(self.value(x, depth + 1))
+            return out
         if t is dict:
-            self._enter(v, depth)
+            ref = self._shared(v, depth)
+            if ref:
+                return ref
             if all(type(k) is str for k in v):
-                return ["d", {k: self.value(x, depth + 1) for k, x in v.items()}]
-            out: list[Any] = ["D"]
+                items: dict[str, Any] = {}
+                out = ["d", items]
+                self.memo[id(v)] = out
+                for k, x in v.items():
+                    items[k] = self.value(x, depth + 1)
+                return out
+            out = ["D"]
+            self.memo[id(v)] = out
             for k, x in v.items():
                 out.append(self.value(k, depth + 1))
                 out.append(self.value(x, depth + 1))
@@ -110,23 +151,45 @@ class _Encoder:
         if t is Bytecode:
             return self.bytecode(v, depth)
         if t in _AST_NAME:
-            self._enter(v, depth)
-            return ["N", _AST_NAME[t], {k: self.value(x, depth + 1) for k, x in vars(v).items()}]
+            ref = self._shared(v, depth)
+            if ref:
+                return ref
+            attrs: dict[str, Any] = {}
+            out = ["N", _AST_NAME[t], attrs]
+            self.memo[id(v)] = out
+            for k, x in vars(v).items():
+                attrs[k] = self.value(x, depth + 1)
+            return out
         if t in _ENUM_NAME:
             return ["E", _ENUM_NAME[t], v.name]
         if t is set or t is frozenset:
+            if depth > MAX_DEPTH:
+                raise CodecError(f"nesting deeper than {MAX_DEPTH} levels is not encoded")
             if t is set:
-                self._enter(v, depth)
-            members = sorted(
-                (self.value(x, depth + 1) for x in v), key=lambda e: json.dumps(e, allow_nan=False)
-            )
-            return ["S" if t is set else "F", *members]
+                ref = self._shared(v, depth)
+                if ref:
+                    return ref
+            self.in_set += 1
+            try:
+                members = sorted(
+                    (self.value(x, depth + 1) for x in v), key=lambda e: json.dumps(e, allow_nan=False)
+                )
+            finally:
+                self.in_set -= 1
+            out = ["S" if t is set else "F", *members]
+            if t is set:
+                self.memo[id(v)] = out
+            return out
         if t is bytes:
             return ["b", base64.b64encode(v).decode("ascii")]
         raise CodecError(f"cannot encode a value of type {t.__module__}.{t.__qualname__} exactly")
 
     def bytecode(self, bc: Any, depth: int) -> list[Any]:
-        self._enter(bc, depth)
+        ref = self._shared(bc, depth)
+        if ref:
+            return ref
+        out: list[Any] = ["B"]
+        self.memo[id(bc)] = out
         attrs = vars(bc)
         missing = [f for f in _BYTECODE_FIELDS if f not in attrs]
         if missing:
@@ -134,8 +197,10 @@ class _Encoder:
         instructions, constants = attrs["instructions"], attrs["constants"]
         if type(instructions) is not list or type(constants) is not list:
             raise CodecError("Bytecode instructions and constants must be lists")
-        self._enter(instructions, depth + 1)
-        self._enter(constants, depth + 1)
+        for shared in (instructions, constants):
+            if id(shared) in self.memo:
+                raise CodecError("Bytecode sharing its instruction or constant list is not encoded")
+            self.memo[id(shared)] = _UNSHAREABLE
         flat: list[Any] = []
         for ins in instructions:
             if type(ins) is not tuple or len(ins) != 2:
@@ -143,16 +208,13 @@ class _Encoder:
             op, operand = ins
             flat.append(op.value if type(op) is _Opcode else ["o", self.value(op, depth + 2)])
             flat.append(self.value(operand, depth + 2))
-        extras = {k: self.value(x, depth + 1) for k, x in attrs.items() if k not in _BYTECODE_FIELDS}
-        return [
-            "B",
-            flat,
-            [self.value(c, depth + 2) for c in constants],
-            self.value(attrs["metadata"], depth + 1),
-            self.value(attrs["names"], depth + 1),
-            self.value(attrs["labels"], depth + 1),
-            extras,
-        ]
+        out.append(flat)
+        out.append([self.value(c, depth + 2) for c in constants])
+        out.append(self.value(attrs["metadata"], depth + 1))
+        out.append(self.value(attrs["names"], depth + 1))
+        out.append(self.value(attrs["labels"], depth + 1))
+        out.append({k: self.value(x, depth + 1) for k, x in attrs.items() if k not in _BYTECODE_FIELDS})
+        return out
 
 
 def encode(value: Any) -> bytes:
@@ -187,6 +249,9 @@ def _checksum(prefix: bytes, body: bytes) -> bytes:
 
 def _bad(msg: str) -> CodecError:
     return CodecError(f"corrupt bytecode payload: {msg}")
+
+
+_STATE = threading.local()
 
 
 def _dec(v: Any, depth: int) -> Any:
@@ -225,6 +290,14 @@ def _dec(v: Any, depth: int) -> Any:
             raise _bad("odd dict item list")
         it = iter(v[1:])
         return {_dec(k, d): _dec(x, d) for k, x in zip(it, it)}
+    if tag == "R":
+        _arity(v, 2)
+        try:
+            return _STATE.memo[v[1]]
+        except (KeyError, TypeError):
+            raise _bad(f"dangling reference {v[1]!r}") from None
+    if tag == "@":
+        return _dec_definition(v, d)
     if tag == "i":
         _arity(v, 2)
         try:
@@ -248,6 +321,46 @@ def _dec(v: Any, depth: int) -> Any:
         except (TypeError, ValueError):
             raise _bad("bad bytes value") from None
     raise _bad(f"unknown tag {tag!r}")
+
+
+def _dec_definition(v: list[Any], d: int) -> Any:
+    """``["@", ref, tag, ...]``: make the object, remember it, then fill it (so cycles resolve)."""
+    if len(v) < 3 or type(v[1]) is not int or v[1] in _STATE.memo:
+        raise _bad("malformed reference definition")
+    ref, body = v[1], v[2:]
+    tag = body[0]
+    memo = _STATE.memo
+    obj: Any
+    if tag == "L":
+        obj = memo[ref] = []
+        obj.extend(_dec(x, d) for x in body[1:])
+    elif tag == "d":
+        obj = memo[ref] = {}
+        obj.update((k, _dec(x, d)) for k, x in _obj(body).items())
+    elif tag == "D":
+        if len(body) % 2 != 1:
+            raise _bad("odd dict item list")
+        obj = memo[ref] = {}
+        it = iter(body[1:])
+        for k, x in zip(it, it):
+            key = _dec(k, d)
+            obj[key] = _dec(x, d)
+    elif tag == "S":
+        obj = memo[ref] = set()
+        obj.update(_dec(x, d) for x in body[1:])
+    elif tag == "N":
+        _arity(body, 3)
+        cls = _AST_CLASS.get(body[1]) if type(body[1]) is str else None
+        if cls is None:
+            raise _bad(f"unknown AST node class {body[1]!r}")
+        obj = memo[ref] = object.__new__(cls)
+        obj.__dict__.update((k, _dec(x, d)) for k, x in _obj(body[2]).items())
+    elif tag == "B":
+        obj = memo[ref] = object.__new__(Bytecode)
+        _dec_bytecode(body, d, obj)
+    else:
+        raise _bad(f"tag {tag!r} cannot be shared")
+    return obj
 
 
 def _obj(v: Any) -> dict[str, Any]:
@@ -276,7 +389,7 @@ def _dec_op(op: Any, d: int) -> Any:
     raise _bad(f"bad opcode {op!r}")
 
 
-def _dec_bytecode(v: list[Any], d: int) -> Any:
+def _dec_bytecode(v: list[Any], d: int, bc: Any = None) -> Any:
     _arity(v, 7)
     _, flat, constants, metadata, names, labels, extras = v
     if type(flat) is not list or len(flat) % 2 or type(constants) is not list or type(extras) is not dict:
@@ -293,7 +406,8 @@ def _dec_bytecode(v: list[Any], d: int) -> Any:
         ]
     except KeyError as exc:
         raise _bad(f"unknown opcode {exc.args[0]}") from None
-    bc = object.__new__(Bytecode)
+    if bc is None:
+        bc = object.__new__(Bytecode)
     bc.__dict__.update(
         instructions=instructions,
         constants=[c if type(c) is not list else _dec(c, d) for c in constants],
@@ -355,16 +469,21 @@ def decode(data: bytes) -> Any:
         raise _bad("nesting too deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"invalid body ({exc})") from None
-    if type(tree) is not list or not tree or tree[0] not in ("B", "M"):
+    if type(tree) is not list or not tree or tree[0] not in ("B", "M", "@"):
         raise _bad("top level is not a Bytecode")
+    _STATE.memo = {}
     try:
-        if tree[0] == "B":
-            return _dec_bytecode(tree, 1)
-        result = [_dec(b, 1) for b in tree[1:]]
+        result = _dec(tree, 0) if tree[0] != "M" else [_dec(b, 1) for b in tree[1:]]
     except RecursionError:
         raise _bad("nesting too deep") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise _bad(f"malformed value ({exc})") from None
+    finally:
+        _STATE.memo = {}
+    if type(result) is Bytecode:
+        return result
+    if type(result) is not list:
+        raise _bad("top level is not a Bytecode")
     if not all(type(b) is Bytecode for b in result):
         raise _bad("list member is not a Bytecode")
     return result
