@@ -28,7 +28,7 @@ CHILD = ROOT / "tests" / "_fidelity_child.py"
 
 def _run(args: list[str]) -> tuple[int, str]:
     try:
-        p = subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, timeout=60)
+        p = subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return -1, "<timeout>"
     return p.returncode, p.stdout

@@ -99,3 +99,38 @@ def run_bytecode(
     vm.env["__ARGV__"] = tuple(args)
     vm.env["__PACKAGE__"] = ""
     return vm.execute(bytecode, debug=False)
+
+
+def evaluate_program(program: Any, filename: str, args: Sequence[str] = ()) -> Any:
+    """Run a parsed program on zexus's tree-walking interpreter, as ``zx run`` falls back to it."""
+    zx = _zexus()
+    from zexus.object import Environment, List, String
+
+    env = Environment()
+    abs_file = os.path.abspath(filename)
+    for name, value in (("__file__", abs_file), ("__FILE__", abs_file), ("__MODULE__", "__main__"),
+                        ("__DIR__", os.path.dirname(abs_file)), ("__PACKAGE__", "")):
+        env.set(name, String(value))
+    argv = List([String(a) for a in args])
+    env.set("__ARGS__", argv)
+    env.set("__ARGV__", argv)
+    return zx.evaluator.evaluate(program, env, debug_mode=False, use_vm=False)
+
+
+def is_unsupported_node(exc: BaseException) -> bool:
+    """Whether a compile error means "the VM compiler does not support this", where zx falls back."""
+    zx = _zexus()
+    return isinstance(exc, zx.vm.compiler.UnsupportedNodeError)
+
+
+def result_markup(result: Any) -> str | None:
+    """The rich markup ``zx run`` prints after the program for a meaningful result, or None."""
+    if result is None:
+        return None
+    if hasattr(result, "inspect"):
+        text = result.inspect()
+        return None if text == "null" else f"\n✅ [bold green]Result:[/bold green] {text}"
+    if isinstance(result, str):
+        return f"\n📤 [bold blue]Output:[/bold blue] {result}" if result else None
+    value = getattr(result, "value", None)
+    return None if value is None else f"\n📊 [bold blue]Result:[/bold blue] {value}"

@@ -1,0 +1,546 @@
+"""BytecodeCache: the seed's API over an in-memory front layer and a persistent store.
+
+This is the only module that knows both tiers. A hit is served from the front layer
+(``front.FrontCache``) or, for persistent caches, from the store (``store.Store``) and decoded
+(``codec.decode``); ``put`` writes through to both. Any failure of the store becomes a miss or a
+skipped write with one warning through ``logging``: a cache never breaks the program using it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import codec, integration, keys
+from .errors import BcacheError, CodecError, ConfigError, StoreError
+from .front import FrontCache, deep_sizeof
+from .location import DB_NAME, default_path
+
+log = logging.getLogger("zexus_bcache")
+
+_MB = 1024 * 1024
+
+
+@dataclass
+class CacheStats:
+    """Counters as the seed reports them, split by tier (hits = front_hits + store_hits)."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    memory_bytes: int = 0
+    total_entries: int = 0
+    hit_rate: float = 0.0
+    front_hits: int = 0
+    store_hits: int = 0
+    puts: int = 0
+    corrupt: int = 0
+    write_errors: int = 0
+    front_evictions: int = 0
+
+    def update_hit_rate(self) -> None:
+        lookups = self.hits + self.misses
+        self.hit_rate = round(self.hits / lookups * 100, 2) if lookups else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        self.update_hit_rate()
+        return asdict(self)
+
+
+@dataclass
+class CompileReport:
+    """What compile_source did: the bytecode, the tier that served it (None = compiled), timings in seconds."""
+
+    bytecode: Any
+    tier: str | None
+    key: str
+    timings: dict[str, float]
+    program: Any = None  # the parsed AST, when this call parsed it
+
+
+_LOCAL_COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", "front_evictions")
+# Counters the store keeps (summed over processes); front evictions are per process.
+_STORE_COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors")
+
+
+def resolve_location(
+    *, persistent: bool, cache_dir: str | os.PathLike[str] | None, path: str | os.PathLike[str] | None, url: str | None
+) -> str | Path | None:
+    """Where the store lives: an explicit url or path, else cache_dir/bcache.db, else the default; None = memory only."""
+    if url is not None and path is not None:
+        raise ConfigError("give either path or url, not both")
+    if url is not None:
+        return url
+    if path is not None:
+        return Path(path)
+    if not persistent:
+        return None
+    if cache_dir is not None:
+        return Path(cache_dir) / DB_NAME
+    return default_path()
+
+
+class BytecodeCache:
+    """LRU cache of compiled bytecode; persistent caches keep every entry in a SQL store too."""
+
+    def __init__(
+        self,
+        max_size: int = 1000,
+        max_memory_mb: float = 100,
+        persistent: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        debug: bool = False,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        read_only: bool = False,
+        strict: bool = False,
+        optimize: bool = True,
+        compiler: str = "vm",
+        evict_every: int = 64,
+    ) -> None:
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+            raise ConfigError(f"max_size must be a whole number >= 0, not {max_size!r}")
+        if isinstance(max_memory_mb, bool) or not isinstance(max_memory_mb, (int, float)) or not max_memory_mb >= 0:
+            raise ConfigError(f"max_memory_mb must be a number >= 0, not {max_memory_mb!r}")
+        self.max_size = max_size
+        self.max_memory_bytes = int(max_memory_mb * _MB)
+        self.debug = debug
+        self.optimize = optimize
+        self.compiler = compiler
+        self.fingerprint = keys.compiler_fingerprint(optimize=optimize, compiler=compiler)
+        self.evict_every = max(1, int(evict_every))
+        self._front = FrontCache(max_size, self.max_memory_bytes)
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(_LOCAL_COUNTERS, 0)
+        self._warned: set[str] = set()
+        self._puts_since_evict = 0
+        self._file_keys: dict[str, set[str]] = {}
+        self.store: Any = None
+        self.store_error: str | None = None
+        location = resolve_location(persistent=persistent, cache_dir=cache_dir, path=path, url=url)
+        self.location = location
+        self.persistent = location is not None
+        self.cache_dir = Path(location).parent if isinstance(location, Path) else None
+        self.read_only = read_only
+        if location is not None:
+            from .store import Store
+
+            try:
+                self.store = Store(location, read_only=read_only)
+            except BcacheError as exc:
+                if strict:
+                    raise
+                self.store_error = str(exc)
+                self._warn("open", f"bytecode cache disabled, compiling as if uncached: {exc}")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _warn(self, what: str, message: str) -> None:
+        """Log one warning per kind of failure, not one per call."""
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("zexus_bcache: %s", message)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+        if self.store is not None and name in _STORE_COUNTERS:
+            try:
+                self.store.add(**{name: n})
+            except StoreError as exc:
+                self._warn("count", f"cannot record statistics: {exc}")
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Turn a store failure into a warning; the caller then carries on as if uncached."""
+        try:
+            yield
+        except StoreError as exc:
+            self._warn(what, f"cache {what} failed, carrying on without it: {exc}")
+            if what in ("put", "evict"):
+                with self._lock:
+                    self._counts["write_errors"] += 1
+
+    def key_for(self, ast_node: Any) -> str:
+        """The cache key of an AST node (structural, position-free, with the compiler fingerprint)."""
+        return keys.ast_key(ast_node, self.fingerprint)
+
+    # ------------------------------------------------------------------ tiers by key
+
+    def lookup(self, key: str, fingerprint: str | None = None) -> Any | None:
+        """Bytecode under key from the front layer, else the store; counts the hit or miss."""
+        return self._lookup(key, fingerprint or self.fingerprint)[0]
+
+    def _lookup(self, key: str, fingerprint: str) -> tuple[Any | None, str | None]:
+        value = self._front.get(key)
+        if value is not None:
+            self._count("front_hits")
+            if self.store is not None:
+                with self._guard("get"):
+                    self.store.touch(key)
+            return value, "front"
+        if self.store is not None:
+            value = self._load(key, fingerprint)
+            if value is not None:
+                self._count("store_hits")
+                return value, "store"
+        self._count("misses")
+        return None, None
+
+    def _load(self, key: str, fingerprint: str) -> Any | None:
+        entry = None
+        with self._guard("get"):
+            entry = self.store.get(key)
+        if entry is None:
+            return None
+        if entry.fingerprint != fingerprint:
+            return None  # keys include the fingerprint; a row made by another compiler is never served
+        try:
+            value = codec.decode(entry.payload)
+        except CodecError as exc:
+            self._count("corrupt")
+            self._warn("corrupt", f"dropping a corrupt cache entry {key[:12]}: {exc}")
+            if not self.read_only:
+                with self._guard("put"):
+                    self.store.delete(key)
+            return None
+        self._front_put(key, value, entry.mem_size)
+        return value
+
+    def _front_put(self, key: str, value: Any, size: int | None) -> None:
+        evicted = self._front.put(key, value, size)
+        if evicted:
+            self._count("front_evictions", len(evicted))
+            if self.store is None:
+                self._count("evictions", len(evicted))
+
+    def store_value(
+        self,
+        key: str,
+        value: Any,
+        *,
+        kind: str,
+        skip_disk: bool = False,
+        source_path: str | None = None,
+        source_hash: str | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        """Put value under key in the front layer and (unless skip_disk) write it through to the store."""
+        size = deep_sizeof(value)
+        self._front_put(key, value, size)
+        self._count("puts")
+        if self.store is None or skip_disk or self.read_only:
+            return
+        try:
+            payload = codec.encode(value)
+        except CodecError as exc:
+            self._warn("encode", f"not persisting bytecode the codec cannot encode exactly: {exc}")
+            return
+        bytecodes = value if isinstance(value, list) else [value]
+        with self._guard("put"):
+            self.store.put(
+                key,
+                payload,
+                kind=kind,
+                fingerprint=fingerprint or self.fingerprint,
+                codec_version=codec.FORMAT_VERSION,
+                n_instructions=sum(len(b.instructions) for b in bytecodes),
+                n_constants=sum(len(b.constants) for b in bytecodes),
+                mem_size=size,
+                source_path=source_path,
+                source_hash=source_hash,
+            )
+            self._puts_since_evict += 1
+            if self._puts_since_evict >= self.evict_every:
+                self._puts_since_evict = 0
+                self.evict()
+
+    def discard(self, key: str) -> bool:
+        """Remove key from both tiers; True if it was in either."""
+        found = self._front.pop(key)
+        if self.store is not None and not self.read_only:
+            with self._guard("put"):
+                found = self.store.delete(key) or found
+        return found
+
+    # ------------------------------------------------------------------ the seed's API
+
+    def get(self, ast_node: Any) -> Any | None:
+        """Cached bytecode for an AST node, or None."""
+        return self.lookup(self.key_for(ast_node))
+
+    def put(self, ast_node: Any, bytecode: Any, skip_disk: bool = False) -> None:
+        """Cache bytecode for an AST node (write-through unless skip_disk)."""
+        self.store_value(self.key_for(ast_node), bytecode, kind="ast", skip_disk=skip_disk)
+
+    def invalidate(self, ast_node: Any) -> None:
+        """Remove the entry of an AST node from every tier."""
+        self.discard(self.key_for(ast_node))
+
+    def clear(self) -> None:
+        """Remove every entry from every tier (statistics are kept; see reset_stats)."""
+        self._front.clear()
+        if self.store is not None and not self.read_only:
+            with self._guard("put"):
+                self.store.clear()
+
+    def evict(self) -> list[str]:
+        """Enforce the store's limits (read fresh from its settings) now; return evicted keys."""
+        if self.store is None or self.read_only:
+            return []
+        evicted: list[str] = []
+        with self._guard("evict"):
+            evicted = self.store.evict()
+        for key in evicted:
+            self._front.pop(key)
+        return evicted
+
+    def get_stats(self) -> dict[str, Any]:
+        """Statistics; for a persistent cache the counters are summed over every process."""
+        return self.stats.to_dict()
+
+    @property
+    def stats(self) -> CacheStats:
+        """A fresh snapshot of the statistics (``cache.stats.hits`` works as in the seed)."""
+        with self._lock:
+            counts = dict(self._counts)
+        if self.store is not None:
+            try:
+                shared = self.store.counters()
+            except StoreError as exc:
+                self._warn("stats", f"cannot read shared statistics: {exc}")
+            else:
+                counts.update({k: shared.get(k, 0) for k in _STORE_COUNTERS})
+        stats = CacheStats(
+            hits=counts["front_hits"] + counts["store_hits"],
+            misses=counts["misses"],
+            evictions=counts["evictions"],
+            memory_bytes=self._front.currsize,
+            total_entries=self.size(),
+            front_hits=counts["front_hits"],
+            store_hits=counts["store_hits"],
+            puts=counts["puts"],
+            corrupt=counts["corrupt"],
+            write_errors=counts["write_errors"],
+            front_evictions=counts["front_evictions"],
+        )
+        stats.update_hit_rate()
+        return stats
+
+    def reset_stats(self) -> None:
+        """Zero the counters (everywhere, for a persistent cache); entries are kept."""
+        with self._lock:
+            self._counts = dict.fromkeys(_LOCAL_COUNTERS, 0)
+        if self.store is not None and not self.read_only:
+            with self._guard("put"):
+                self.store.reset_counters()
+
+    def contains(self, ast_node: Any) -> bool:
+        """Whether an AST node has an entry (not counted as a hit)."""
+        return self.contains_key(self.key_for(ast_node))
+
+    def contains_key(self, key: str) -> bool:
+        if key in self._front:
+            return True
+        if self.store is None:
+            return False
+        with self._guard("get"):
+            return self.store.info(key) is not None
+        return False
+
+    def __contains__(self, ast_node: Any) -> bool:
+        return self.contains(ast_node)
+
+    def size(self) -> int:
+        """Number of entries: the store's count for a persistent cache, else the front layer's."""
+        if self.store is not None:
+            with self._guard("get"):
+                return int(self.store.count())
+        return len(self._front)
+
+    def __len__(self) -> int:
+        return self.size()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def memory_usage(self) -> int:
+        """Bytes held by the in-memory front layer."""
+        return self._front.currsize
+
+    def memory_usage_mb(self) -> float:
+        return self._front.currsize / _MB
+
+    def get_entry_info(self, ast_node: Any) -> dict[str, Any] | None:
+        """What is known about an AST node's entry, or None."""
+        return self.entry_info(self.key_for(ast_node))
+
+    def entry_info(self, key: str) -> dict[str, Any] | None:
+        front = self._front.peek(key)
+        info: dict[str, Any] | None = None
+        if self.store is not None:
+            with self._guard("get"):
+                info = self.store.info(key)
+        if front is None and info is None:
+            return None
+        out: dict[str, Any] = {"key": key, "in_memory": front is not None, "in_store": info is not None}
+        if info is not None:
+            out.update(
+                timestamp=info["last_access"],
+                access_count=info["access_count"],
+                size_bytes=info["mem_size"],
+                instruction_count=info["n_instructions"],
+                constant_count=info["n_constants"],
+                payload_size=info["payload_size"],
+                kind=info["kind"],
+                source_path=info["source_path"],
+                created_at=info["created_at"],
+            )
+        if front is not None:
+            value = front.value
+            bytecodes = value if isinstance(value, list) else [value]
+            out.update(
+                timestamp=max(front.last_access, out.get("timestamp", 0.0)),
+                access_count=max(front.access_count, out.get("access_count", 0)),
+                size_bytes=front.size,
+                instruction_count=sum(len(b.instructions) for b in bytecodes),
+                constant_count=sum(len(b.constants) for b in bytecodes),
+            )
+        return out
+
+    def get_all_keys(self) -> list[str]:
+        """Every key: the store's for a persistent cache, else the front layer's (LRU first)."""
+        if self.store is not None:
+            with self._guard("get"):
+                return list(self.store.keys())
+        return [str(k) for k in self._front.keys()]
+
+    def flush(self) -> None:
+        """Write pending access times and counters to the store now."""
+        if self.store is not None:
+            with self._guard("flush"):
+                self.store.flush()
+
+    def close(self) -> None:
+        """Flush and release the store; the cache then works in memory only."""
+        if self.store is not None:
+            with self._guard("flush"):
+                self.store.close()
+            self.store = None
+
+    def __enter__(self) -> BytecodeCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = str(self.location) if self.location is not None else "memory"
+        stats = self.stats
+        return (
+            f"BytecodeCache(size={stats.total_entries}/{self.max_size}, "
+            f"memory={self.memory_usage_mb():.2f}MB, hit_rate={stats.hit_rate:.1f}%, store={where})"
+        )
+
+    # ------------------------------------------------------------------ source-level cache (warm starts)
+
+    def compile_source(self, source: str, filename: str | None = None, optimize: bool = True) -> Any:
+        """Bytecode for Zexus source: a hit skips lexing, parsing and compiling; a miss compiles and stores."""
+        return self.compile_source_report(source, filename, optimize).bytecode
+
+    def compile_file(self, path: str | os.PathLike[str], optimize: bool = True) -> Any:
+        """Bytecode for a .zx file, remembered with its path and content hash."""
+        return self.compile_file_report(path, optimize).bytecode
+
+    def compile_file_report(self, path: str | os.PathLike[str], optimize: bool = True) -> CompileReport:
+        resolved = Path(path).resolve()
+        source = resolved.read_text(encoding="utf-8")
+        return self.compile_source_report(source, str(resolved), optimize, source_path=str(resolved))
+
+    def compile_source_report(
+        self, source: str, filename: str | None = None, optimize: bool = True, *, source_path: str | None = None
+    ) -> CompileReport:
+        """compile_source, also saying which tier served it and how long each step took."""
+        if not isinstance(source, str):
+            raise ConfigError(f"source must be a str, not {type(source).__name__}")
+        t0 = time.perf_counter()
+        fingerprint = keys.compiler_fingerprint(optimize=optimize, compiler="vm")
+        key = keys.source_key(source, fingerprint, filename)
+        t1 = time.perf_counter()
+        bytecode, tier = self._lookup(key, fingerprint)
+        t2 = time.perf_counter()
+        report = CompileReport(bytecode, tier, key, {"key": t1 - t0, "lookup": t2 - t1})
+        if source_path is not None:
+            self._file_keys.setdefault(source_path, set()).add(key)
+        if bytecode is not None:
+            return report
+        program = integration.parse(source, filename or "<string>")
+        t3 = time.perf_counter()
+        report.bytecode = integration.compile_program(program, optimize=optimize)
+        t4 = time.perf_counter()
+        source_hash = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=32).hexdigest()
+        self.store_value(
+            key, report.bytecode, kind="source", source_path=source_path, source_hash=source_hash, fingerprint=fingerprint
+        )
+        report.program = program
+        report.timings.update(parse=t3 - t2, compile=t4 - t3, store=time.perf_counter() - t4)
+        return report
+
+    # ------------------------------------------------------------------ zexus 2.0's file API
+    # A file entry's key covers the file's resolved path and the hash of its content, so an edited
+    # file misses by construction (stale detection by content, not mtime).
+
+    def _file_key(self, file_path: str | os.PathLike[str]) -> tuple[str, str, str] | None:
+        """(key, resolved path, content hash), or None when the file cannot be read."""
+        resolved = Path(file_path).resolve()
+        try:
+            content = hashlib.blake2b(resolved.read_bytes(), digest_size=32).hexdigest()
+        except OSError:
+            return None
+        key = hashlib.blake2b(f"file\0{self.fingerprint}\0{resolved}\0{content}".encode(), digest_size=32)
+        return key.hexdigest(), str(resolved), content
+
+    def get_by_file(self, file_path: str | os.PathLike[str]) -> list[Any] | None:
+        """Bytecode cached for a source file's current content, or None."""
+        found = self._file_key(file_path)
+        if found is None:
+            self._count("misses")
+            return None
+        key, resolved, _ = found
+        value = self.lookup(key)
+        if value is None:
+            return None
+        self._file_keys.setdefault(resolved, set()).add(key)
+        return list(value)
+
+    def put_by_file(self, file_path: str | os.PathLike[str], bytecodes: list[Any]) -> None:
+        """Cache the bytecode of a source file, remembering its path and content hash."""
+        found = self._file_key(file_path)
+        if found is None:
+            return
+        key, resolved, content = found
+        self._file_keys.setdefault(resolved, set()).add(key)
+        self.store_value(key, list(bytecodes), kind="file", source_path=resolved, source_hash=content)
+
+    def invalidate_file(self, file_path: str | os.PathLike[str]) -> None:
+        """Forget every cached version of a source file (file and compile_file entries)."""
+        resolved = str(Path(file_path).resolve())
+        for key in self._file_keys.pop(resolved, ()):
+            self._front.pop(key)
+        if self.store is not None and not self.read_only:
+            with self._guard("put"):
+                self.store.invalidate(source_path=resolved)
+
+    def is_file_cached(self, file_path: str | os.PathLike[str]) -> bool:
+        """Whether a source file has bytecode cached for its current content."""
+        found = self._file_key(file_path)
+        return found is not None and self.contains_key(found[0])

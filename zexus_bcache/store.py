@@ -1,0 +1,1009 @@
+"""The persistent tier: opaque encoded bytecode in SQLite (or PostgreSQL) through SQLAlchemy Core.
+
+All SQL lives here and in :mod:`zexus_bcache.schema`. Three things shape this module:
+
+* ``get`` is the hot path and never writes. On SQLite it runs one prepared SELECT on a raw
+  ``sqlite3`` connection held per thread (SQLAlchemy Core costs ~15 µs more per statement);
+  every other statement goes through Core. Hits are recorded in memory (last access, +1 count)
+  and flushed in batches, so LRU/LFU order stays right without a write transaction per read.
+* Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``): SQLAlchemy's documented
+  pysqlite fix (``isolation_level = None`` at connect, our own ``BEGIN`` in the ``begin`` event)
+  with the BEGIN variant chosen by an execution option of the write engine.
+* The schema is owned by the Alembic migrations shipped in ``zexus_bcache.migrations``; a fresh
+  database is migrated from base under a lock, exactly once however many processes open it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fnmatch
+import functools
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from . import schema
+from .errors import BcacheError, ConfigError, SchemaTooNewError, StoreError
+
+log = logging.getLogger("zexus_bcache")
+
+MIGRATIONS_PACKAGE = "zexus_bcache.migrations"
+_BEGIN_OPTION = "zexus_bcache_begin"
+_PG_MIGRATION_LOCK = 0x7A65_7875_7362_63  # pg_advisory_xact_lock key: "zexusbc"
+_MAX_PENDING_KEYS = 100_000
+_CHUNK = 500  # keys per IN (...) list
+_CACHE_KIB = 32 * 1024  # SQLite page cache per connection (diskcache uses the same)
+_MMAP_BYTES = 64 * 1024 * 1024  # memory-mapped reads: no read() call per page (as diskcache)
+
+_entries = schema.entries
+_blobs = schema.blobs
+_counters = schema.counters
+_settings = schema.settings
+_COUNTER_NAMES = frozenset(schema.COUNTERS)
+
+
+class StoredEntry(NamedTuple):
+    """What serving a hit needs: the payload and what says whether it is usable (the rest: ``info``).
+
+    A NamedTuple, not a dataclass, and only these columns: this is built on every store hit, and
+    each extra column or a frozen dataclass costs the hot path measurable time (see bench_store.py).
+    """
+
+    key: str
+    kind: str
+    fingerprint: str
+    codec_version: int
+    checksum: str
+    source_hash: str | None
+    mem_size: int | None
+    payload: bytes
+
+
+_ENTRY_COLUMNS = tuple(_entries.c.keys())
+_HIT_COLUMNS = [_entries.c[name] for name in StoredEntry._fields[1:-1]] + [_blobs.c.payload]
+_make_entry: Callable[[Iterable[Any]], StoredEntry] = functools.partial(tuple.__new__, StoredEntry)
+
+# Eviction policies are data: the order in which entries go first (the rest is shared SQL).
+_VICTIM_ORDER: dict[str, tuple[sa.ColumnElement[Any], ...]] = {
+    "lru": (_entries.c.last_access, _entries.c.key),
+    "lfu": (_entries.c.access_count, _entries.c.last_access, _entries.c.key),
+}
+assert set(_VICTIM_ORDER) == set(schema.POLICIES)
+
+_SORTS: dict[str, sa.ColumnElement[Any]] = {
+    "last_access": _entries.c.last_access,
+    "created_at": _entries.c.created_at,
+    "size": _entries.c.payload_size,
+    "access_count": _entries.c.access_count,
+    "key": _entries.c.key,
+    "source_path": _entries.c.source_path,
+}
+
+
+def checksum(payload: bytes) -> str:
+    """The hex blake2b-128 digest stored next to every payload (what ``doctor`` compares)."""
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic Config for our shipped migrations, running on ``connection`` (no alembic.ini)."""
+    config = Config()
+    config.set_main_option("script_location", f"{MIGRATIONS_PACKAGE}:")
+    config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def script_directory() -> ScriptDirectory:
+    """The revisions shipped with this package (loaded once per process)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The newest revision this package knows."""
+    head = script_directory().get_current_head()
+    assert head is not None
+    return head
+
+
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    return frozenset(rev.revision for rev in script_directory().walk_revisions())
+
+
+def parse_setting(name: str, value: object) -> int | str:
+    """Validate one setting; return it typed (int limits, 0 = unlimited; policy 'lru'|'lfu')."""
+    if name not in schema.DEFAULT_SETTINGS:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(schema.DEFAULT_SETTINGS)}")
+    if name == "policy":
+        policy = str(value).strip().lower()
+        if policy not in schema.POLICIES:
+            raise ConfigError(f"policy must be one of {', '.join(schema.POLICIES)}, not {value!r}")
+        return policy
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}")
+    return number
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _public(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+    """Refuse calls on a closed store and turn database errors into StoreError."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._closed:
+            raise StoreError(f"{self.name}: the store is closed")
+        try:
+            return method(self, *args, **kwargs)
+        except BcacheError:
+            raise
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, CommandError, OSError) as exc:
+            raise self._error(method.__name__, exc) from exc
+
+    return wrapper
+
+
+class Store:
+    """Opaque bytecode blobs with metadata, counters and settings in one database."""
+
+    def __init__(
+        self,
+        url_or_path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        busy_timeout_ms: int = 30000,
+        flush_every: int = 256,
+        flush_interval: float = 2.0,
+    ) -> None:
+        """Open (and, unless read-only, create or migrate) the database at a path or URL."""
+        self.read_only = read_only
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self.flush_every = max(1, int(flush_every))
+        self.flush_interval = float(flush_interval)
+        self.migrated = False  # whether this instance ran the migrations
+        self._closed = True  # until opened
+        self._lock = threading.Lock()  # pending data
+        self._flush_lock = threading.Lock()  # one flush at a time
+        self._pending: dict[str, list[Any]] = {}  # key -> [last access time, hits]
+        self._pending_counters: dict[str, int] = {}
+        self._n_pending = 0
+        self._next_flush = time.time() + self.flush_interval
+        self._flush_failing = False
+        self._local = threading.local()
+        # Weakly held: a thread's connection closes when the thread ends (its local goes), or on close().
+        self._raw: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        self._raw_select: str | None = None
+
+        self.path, self.url = _locate(url_or_path)
+        self.name = str(self.path) if self.path else self.url.render_as_string(hide_password=True)
+        self.dialect = self.url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"{self.name}: unsupported database {self.dialect!r} (SQLite or PostgreSQL)")
+        self._engine: Engine | None = None
+        self._write_engine: Engine  # the engine whose transactions BEGIN IMMEDIATE (set by _open)
+        try:
+            self._open()
+        except BcacheError:
+            self._dispose()
+            raise
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, CommandError, OSError) as exc:
+            self._dispose()
+            raise self._error("open", exc) from exc
+        self._closed = False
+        _LIVE.add(self)
+
+    # -- opening and migrating ---------------------------------------------------------------
+
+    def _open(self) -> None:
+        head = head_revision()
+        if self.path is not None:
+            current = self._peek_sqlite_revision()
+            self._check_revision(current, head)
+            if not self.read_only:
+                _create_private_file(self.path)
+        self._engine = self._create_engine()
+        if self.dialect == "sqlite":
+            self._write_engine = self._engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        else:
+            self._write_engine = self._engine
+            with self._engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+            self._check_revision(current, head)
+        if current != head:
+            self._migrate(head)
+        self._build_statements()
+
+    def _check_revision(self, current: str | None, head: str) -> None:
+        if current == head:
+            return
+        if current is not None and current not in _known_revisions():
+            raise SchemaTooNewError(
+                f"{self.name}: the database is at schema revision {current!r}, which this"
+                f" zexus_bcache does not know (newest known: {head!r}); it was written by a newer"
+                " zexus_bcache: upgrade zexus_bcache (pip install -U zexus-bcache). Nothing was changed."
+            )
+        if self.read_only:
+            state = "is empty" if current is None else f"is at an older schema revision ({current!r})"
+            raise StoreError(
+                f"{self.name}: the database {state} and needs migrating to {head!r}, which a"
+                " read-only store cannot do; open it once without read_only to upgrade it"
+            )
+
+    def _peek_sqlite_revision(self) -> str | None:
+        """Read the revision through a read-only connection (so refusing writes nothing).
+
+        The file is only ever opened by SQLite: closing a descriptor of our own on it would drop
+        the POSIX locks of every SQLite connection of this process to it (SQLite's docs, "How To
+        Corrupt An SQLite Database File", 2.2), letting another process delete a live WAL.
+        """
+        assert self.path is not None
+        if not self.path.exists():
+            if self.read_only:
+                raise StoreError(f"{self.path}: no such database")
+            return None
+        size = self.path.stat().st_size
+        if size == 0:
+            return None
+        conn = sqlite3.connect(_sqlite_uri(self.path, read_only=True), uri=True, timeout=self._busy_s)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+            versions = []
+            if "alembic_version" in names:
+                versions = [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a SQLite database, or a damaged one ({exc})") from exc
+        finally:
+            conn.close()
+        if size % page_size:
+            raise StoreError(f"{self.path}: the SQLite database is truncated or damaged")
+        if "alembic_version" not in names and names:
+            raise StoreError(
+                f"{self.path}: a SQLite database of something else (no alembic_version;"
+                f" has {', '.join(sorted(names)[:5])}); not a zexus_bcache store"
+            )
+        if len(versions) > 1:
+            raise StoreError(f"{self.path}: several schema heads {versions}; not a zexus_bcache store")
+        return versions[0] if versions else None
+
+    def _migrate(self, head: str) -> None:
+        """Upgrade to head once: under SQLite's write lock or a PostgreSQL advisory lock."""
+        with self._write_engine.connect() as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+            # Another process may have migrated while we waited for the lock.
+            current = MigrationContext.configure(conn).get_current_revision()
+            self._check_revision(current, head)
+            if current == head:
+                return
+            log.info("%s: migrating schema %s -> %s", self.name, current or "(empty)", head)
+            try:
+                command.upgrade(alembic_config(conn), "head")
+            except Exception as exc:  # the transaction rolls back: DDL included, nothing changed
+                message = f"{self.name}: migrating to {head!r} failed, nothing was changed: {exc}"
+                raise StoreError(message) from exc
+            self.migrated = True
+
+    def _create_engine(self) -> Engine:
+        if self.path is None:
+            options = {"postgresql_readonly": True} if self.read_only else {}
+            return sa.create_engine(self.url, execution_options=options)
+        uri = _sqlite_uri(self.path, read_only=self.read_only)
+        busy_s = self._busy_s
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(uri, uri=True, timeout=busy_s, check_same_thread=False)
+
+        engine = sa.create_engine("sqlite+pysqlite://", creator=connect, poolclass=sa.pool.QueuePool)
+        # Listeners hold no reference to the store, so a dropped store is freed (and flushed) at once.
+        busy_ms, read_only = self.busy_timeout_ms, self.read_only
+        configure = functools.partial(_configure_sqlite, busy_ms=busy_ms, read_only=read_only)
+        event.listen(engine, "connect", lambda dbapi_connection, _record: configure(dbapi_connection))
+        event.listen(engine, "begin", _emit_begin)
+        return engine
+
+    def _build_statements(self) -> None:
+        e = _entries.c
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        self._insert = insert
+        # A re-put repairs a damaged blob: same checksum, different bytes on disk.
+        blob = insert(_blobs)
+        self._put_blob = blob.on_conflict_do_update(
+            index_elements=[_blobs.c.checksum],
+            set_={"payload": blob.excluded.payload},
+            where=_blobs.c.payload.is_distinct_from(blob.excluded.payload),
+        )
+        entry = insert(_entries)
+        self._put_entry = entry.on_conflict_do_update(
+            index_elements=[e.key],
+            set_={
+                c.name: entry.excluded[c.name]
+                for c in _entries.c
+                if c.name not in ("key", "created_at", "access_count")
+            },
+        )
+        self._select_entry = (
+            sa.select(*_HIT_COLUMNS)
+            .join_from(_entries, _blobs, _blobs.c.checksum == e.checksum)
+            .where(e.key == sa.bindparam("key"))
+        )
+        if self.dialect == "sqlite":
+            # The hot statements, compiled from the Core constructs above, run on raw connections.
+            dialect = self._engine_or_fail().dialect
+            self._raw_select = str(self._select_entry.compile(dialect=dialect))
+            blob_keys = ["checksum", "payload"]
+            self._raw_put_blob = str(self._put_blob.compile(dialect=dialect, column_keys=blob_keys))
+            compiled = self._put_entry.compile(dialect=dialect, column_keys=list(_ENTRY_COLUMNS))
+            assert tuple(compiled.positiontup or ()) == _ENTRY_COLUMNS
+            self._raw_put_entry = str(compiled)
+        t = sa.bindparam("t", type_=sa.Float)
+        self._touch = (
+            sa.update(_entries)
+            .where(e.key == sa.bindparam("k"))
+            .values(
+                last_access=sa.case((e.last_access < t, t), else_=e.last_access),
+                access_count=e.access_count + sa.bindparam("n", type_=sa.Integer),
+            )
+        )
+        self._bump = (
+            sa.update(_counters)
+            .where(_counters.c.name == sa.bindparam("c"))
+            .values(value=_counters.c.value + sa.bindparam("d", type_=sa.BigInteger))
+        )
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def get(self, key: str) -> StoredEntry | None:
+        """The entry stored under ``key`` or None; reads only (the hit is recorded in memory)."""
+        if self._raw_select is None:
+            row = self._get_core(key)
+        else:
+            try:
+                cursor = self._local.cursor
+            except AttributeError:
+                cursor = self._thread_cursor()
+            try:
+                row = cursor.execute(self._raw_select, (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error("get", exc) from exc
+        if row is None:
+            return None
+        self.touch(key)
+        return _make_entry((key, *row))
+
+    def touch(self, key: str) -> None:
+        """Record one use of ``key`` (time, +1 count) in memory, to be flushed in a batch; no I/O."""
+        if self.read_only or self._closed:
+            return  # nothing could ever save it
+        now = time.time()
+        with self._lock:
+            hit = self._pending.get(key)
+            if hit is None:
+                self._pending[key] = [now, 1]
+            else:
+                hit[0] = now
+                hit[1] += 1
+            self._n_pending += 1
+            due = self._n_pending >= self.flush_every or now >= self._next_flush
+        if due:
+            self._auto_flush()
+
+    def _get_core(self, key: str) -> Any:
+        """The hot SELECT through Core (dialects other than SQLite)."""
+        if self._closed:
+            raise StoreError(f"{self.name}: the store is closed")
+        try:
+            with self._engine_or_fail().connect() as conn:
+                return conn.execute(self._select_entry, {"key": key}).first()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error("get", exc) from exc
+
+    def _thread_cursor(self) -> sqlite3.Cursor:
+        """This thread's raw connection and cursor for the hot statements (same pragmas as the engine's)."""
+        if self._closed:
+            raise StoreError(f"{self.name}: the store is closed")
+        assert self.path is not None
+        try:
+            conn = sqlite3.connect(
+                _sqlite_uri(self.path, read_only=self.read_only),
+                uri=True,
+                timeout=self._busy_s,
+                check_same_thread=False,  # close() may run in another thread
+            )
+            _configure_sqlite(conn, busy_ms=self.busy_timeout_ms, read_only=self.read_only)
+        except sqlite3.Error as exc:
+            raise self._error("connect", exc) from exc
+        held = _ThreadConnection(conn)
+        self._local.held = held
+        self._local.cursor = held.cursor
+        with self._lock:
+            self._raw.add(held)
+        return held.cursor
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @_public
+    def put(
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        kind: str,
+        fingerprint: str,
+        codec_version: int,
+        n_instructions: int,
+        n_constants: int,
+        source_path: str | os.PathLike[str] | None = None,
+        source_hash: str | None = None,
+        mem_size: int | None = None,
+    ) -> None:
+        """Insert or replace the entry under ``key`` (payload size and checksum computed here)."""
+        if kind not in schema.KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(schema.KINDS)}, not {kind!r}")
+        self._require_writable("put")
+        payload = bytes(payload)
+        digest = checksum(payload)
+        now = time.time()
+        source = None if source_path is None else os.fspath(source_path)
+        # In schema.entries column order (checked when the statements are built).
+        entry = (key, kind, fingerprint, codec_version, digest, source_hash, mem_size, len(payload))
+        entry += (n_instructions, n_constants, source, now, now, 0)
+        if self._raw_select is None:
+            with self._write_engine.begin() as conn:
+                conn.execute(self._put_blob, {"checksum": digest, "payload": payload})
+                conn.execute(self._put_entry, dict(zip(_ENTRY_COLUMNS, entry)))
+        else:
+            try:
+                cursor = self._local.cursor
+            except AttributeError:
+                cursor = self._thread_cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                cursor.execute(self._raw_put_blob, (digest, payload))
+                cursor.execute(self._raw_put_entry, entry)
+                cursor.execute("COMMIT")
+            except BaseException:
+                if cursor.connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
+        if self._n_pending and (self._n_pending >= self.flush_every or now >= self._next_flush):
+            self._auto_flush()
+
+    @_public
+    def delete(self, key: str) -> bool:
+        """Remove one entry; True if it existed."""
+        self._require_writable("delete")
+        with self._write_engine.begin() as conn:
+            deleted = conn.execute(sa.delete(_entries).where(_entries.c.key == key)).rowcount
+        self._forget([key])
+        return deleted > 0
+
+    @_public
+    def invalidate(
+        self,
+        *,
+        fingerprint: str | None = None,
+        other_than_fingerprint: str | None = None,
+        older_than: float | None = None,
+        source_path: str | os.PathLike[str] | None = None,
+        kind: str | None = None,
+    ) -> int:
+        """Delete the entries matching every given criterion; return how many went."""
+        conditions = _filters(
+            fingerprint=fingerprint,
+            other_than_fingerprint=other_than_fingerprint,
+            older_than=older_than,
+            source_path=source_path,
+            kind=kind,
+        )
+        if not conditions:
+            raise ConfigError("invalidate needs at least one criterion (use clear() to remove everything)")
+        self._require_writable("invalidate")
+        if older_than is not None:
+            self.flush()  # recent hits still in memory must count
+        with self._write_engine.begin() as conn:
+            return conn.execute(sa.delete(_entries).where(*conditions)).rowcount
+
+    @_public
+    def clear(self) -> int:
+        """Delete every entry; return how many went (counters and settings stay)."""
+        self._require_writable("clear")
+        with self._write_engine.begin() as conn:
+            deleted = conn.execute(sa.delete(_entries)).rowcount
+        with self._lock:
+            self._pending.clear()
+        return deleted
+
+    @_public
+    def evict(
+        self, max_entries: int | None = None, max_bytes: int | None = None, policy: str | None = None
+    ) -> list[str]:
+        """Remove entries beyond the limits in policy order; return their keys, first evicted first.
+
+        Limits and policy not given are read fresh from the ``settings`` table; 0 = unlimited.
+        """
+        self._require_writable("evict")
+        if max_entries is not None:
+            max_entries = int(parse_setting("max_entries", max_entries))
+        if max_bytes is not None:
+            max_bytes = int(parse_setting("max_bytes", max_bytes))
+        if policy is not None:
+            policy = str(parse_setting("policy", policy))
+        self.flush()  # so the order sees this process's recent hits
+        with self._write_engine.begin() as conn:
+            if max_entries is None or max_bytes is None or policy is None:
+                current = _read_settings(conn)
+                max_entries = current["max_entries"] if max_entries is None else max_entries
+                max_bytes = current["max_bytes"] if max_bytes is None else max_bytes
+                policy = current["policy"] if policy is None else policy
+            victims = _victims(conn, int(max_entries), int(max_bytes), str(policy))
+            for chunk in _chunks(victims):
+                conn.execute(sa.delete(_entries).where(_entries.c.key.in_(chunk)))
+            if victims:
+                conn.execute(self._bump, [{"c": "evictions", "d": len(victims)}])
+        self._forget(victims)
+        return victims
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @_public
+    def count(self) -> int:
+        """How many entries are stored."""
+        return int(self._scalar(sa.select(sa.func.count()).select_from(_entries)))
+
+    @_public
+    def total_bytes(self) -> int:
+        """The sum of all payload sizes."""
+        return int(self._scalar(sa.select(sa.func.coalesce(sa.func.sum(_entries.c.payload_size), 0))))
+
+    @_public
+    def keys(self, kind: str | None = None) -> list[str]:
+        """Every stored key (of one kind if given), sorted."""
+        query = sa.select(_entries.c.key).where(*_filters(kind=kind)).order_by(_entries.c.key)
+        with self._engine_or_fail().connect() as conn:
+            return list(conn.scalars(query))
+
+    @_public
+    def info(self, key: str) -> dict[str, Any] | None:
+        """Every column but the payload, with this process's unflushed hits applied; None if absent."""
+        query = sa.select(*_entries.c).where(_entries.c.key == key)
+        with self._engine_or_fail().connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else self._with_pending(row._asdict())
+
+    @_public
+    def entries(
+        self,
+        *,
+        sort: str = "last_access",
+        descending: bool = True,
+        kind: str | None = None,
+        path_glob: str | None = None,
+        older_than: float | None = None,
+        fingerprint: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """List entries like :meth:`info`, filtered, sorted (last_access/created_at/size/...) and limited.
+
+        ``path_glob`` is an fnmatch pattern on source_path; ``older_than`` is seconds since last access.
+        The order is the database's: unflushed hits of this process are shown but do not reorder.
+        """
+        if sort not in _SORTS:
+            raise ConfigError(f"sort must be one of {', '.join(_SORTS)}, not {sort!r}")
+        if limit is not None and limit < 0:
+            raise ConfigError(f"limit must be >= 0, not {limit!r}")
+        column = _SORTS[sort]
+        order = [column.desc(), _entries.c.key.desc()] if descending else [column, _entries.c.key]
+        query = (
+            sa.select(*_entries.c)
+            .where(*_filters(kind=kind, older_than=older_than, fingerprint=fingerprint))
+            .order_by(*order)
+        )
+        if path_glob is None:
+            query = query.limit(limit)
+        else:
+            query = query.where(_entries.c.source_path.is_not(None))
+        out: list[dict[str, Any]] = []
+        with self._engine_or_fail().connect() as conn:
+            for row in conn.execute(query):
+                if limit is not None and len(out) >= limit:
+                    break
+                if path_glob is None or fnmatch.fnmatchcase(row.source_path, path_glob):
+                    out.append(self._with_pending(row._asdict()))
+        return out
+
+    @_public
+    def revision(self) -> str | None:
+        """The schema revision the database is at."""
+        with self._engine_or_fail().connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # -- counters and settings ---------------------------------------------------------------
+
+    def add(self, **deltas: int) -> None:
+        """Add to cumulative counters (buffered in memory, flushed with the hits)."""
+        now = time.time()
+        with self._lock:
+            for name, delta in deltas.items():
+                if name not in _COUNTER_NAMES:
+                    raise ConfigError(f"unknown counter {name!r}; known: {', '.join(schema.COUNTERS)}")
+                self._pending_counters[name] = self._pending_counters.get(name, 0) + int(delta)
+            self._n_pending += 1
+            due = self._n_pending >= self.flush_every or now >= self._next_flush
+        if due and not self.read_only:
+            self._auto_flush()
+
+    @_public
+    def counters(self) -> dict[str, int]:
+        """Every counter: what all processes persisted plus this process's unflushed deltas."""
+        with self._engine_or_fail().connect() as conn:
+            persisted = dict(conn.execute(sa.select(_counters.c.name, _counters.c.value)).all())
+        with self._lock:
+            pending = dict(self._pending_counters)
+        return {name: int(persisted.get(name, 0)) + pending.get(name, 0) for name in schema.COUNTERS}
+
+    @_public
+    def reset_counters(self) -> None:
+        """Zero every counter, persisted and pending."""
+        self._require_writable("reset_counters")
+        with self._write_engine.begin() as conn:
+            conn.execute(sa.update(_counters).values(value=0))
+        with self._lock:
+            self._pending_counters.clear()
+
+    @_public
+    def get_settings(self) -> dict[str, int | str]:
+        """The current settings, read fresh from the database (max_entries, max_bytes, policy)."""
+        with self._engine_or_fail().connect() as conn:
+            return _read_settings(conn)
+
+    @_public
+    def set_setting(self, name: str, value: int | str) -> None:
+        """Validate and store one setting; every process sees it on its next use."""
+        typed = parse_setting(name, value)
+        self._require_writable("set_setting")
+        upsert = self._insert(_settings).values(name=name, value=str(typed))
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[_settings.c.name], set_={"value": upsert.excluded.value}
+        )
+        with self._write_engine.begin() as conn:
+            conn.execute(upsert)
+
+    # -- flushing and closing ----------------------------------------------------------------
+
+    @_public
+    def flush(self) -> None:
+        """Write pending hits and counter deltas in one transaction; on failure keep them and raise."""
+        if self.read_only:
+            return  # nothing can be written; read-only stores keep counters in memory only
+        with self._flush_lock:
+            self._flush_locked()
+
+    def _auto_flush(self) -> None:
+        """Flush from a hot path: never raise, never wait for another thread's flush."""
+        if self._closed or not self._flush_lock.acquire(blocking=False):
+            return
+        try:
+            self._flush_locked()
+        except Exception as exc:  # the hot path must not fail because bookkeeping could not be saved
+            if not self._flush_failing:
+                log.warning(
+                    "%s: could not save access times and counters (%s); keeping them in memory"
+                    " and retrying with later flushes",
+                    self.name,
+                    exc,
+                )
+            self._flush_failing = True
+        else:
+            if self._flush_failing:
+                log.info("%s: saving access times and counters works again", self.name)
+            self._flush_failing = False
+        finally:
+            self._flush_lock.release()
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            accesses, self._pending = self._pending, {}
+            deltas, self._pending_counters = self._pending_counters, {}
+            self._n_pending = 0
+            self._next_flush = time.time() + self.flush_interval
+        deltas = {name: delta for name, delta in deltas.items() if delta}
+        if not accesses and not deltas:
+            return
+        try:
+            with self._write_engine.begin() as conn:
+                if accesses:
+                    rows = [{"k": key, "t": hit[0], "n": hit[1]} for key, hit in accesses.items()]
+                    conn.execute(self._touch, rows)
+                if deltas:
+                    conn.execute(self._bump, [{"c": name, "d": delta} for name, delta in deltas.items()])
+        except BaseException:
+            self._restore(accesses, deltas)
+            raise
+
+    def _restore(self, accesses: dict[str, list[Any]], deltas: dict[str, int]) -> None:
+        """Put back what a failed flush took, merged with what arrived meanwhile."""
+        with self._lock:
+            for key, (when, hits) in accesses.items():
+                hit = self._pending.get(key)
+                if hit is None:
+                    self._pending[key] = [when, hits]
+                else:
+                    hit[0] = max(hit[0], when)
+                    hit[1] += hits
+            for name, delta in deltas.items():
+                self._pending_counters[name] = self._pending_counters.get(name, 0) + delta
+            if len(self._pending) > _MAX_PENDING_KEYS:
+                log.warning("%s: dropping %d unsaved access records", self.name, len(self._pending))
+                self._pending.clear()
+
+    def close(self) -> None:
+        """Flush (best effort: a failure is logged and the pending data dropped) and release everything."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except StoreError as exc:
+            with self._lock:
+                lost = len(self._pending)
+            log.warning("%s: closing without saving %d access records and counters: %s", self.name, lost, exc)
+        self._closed = True
+        _LIVE.discard(self)
+        self._dispose()
+
+    def _dispose(self) -> None:
+        with self._lock:
+            held, self._raw = list(self._raw), weakref.WeakSet()
+            self._pending.clear()
+            self._pending_counters.clear()
+        for connection in held:
+            connection.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __del__(self) -> None:
+        # A store dropped without close() still saves what it recorded (best effort, like close()).
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"<Store {self.name} {mode}{' closed' if self._closed else ''}>"
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def _busy_s(self) -> float:
+        return self.busy_timeout_ms / 1000.0
+
+    def _engine_or_fail(self) -> Engine:
+        if self._engine is None:
+            raise StoreError(f"{self.name}: the store is not open")
+        return self._engine
+
+    def _scalar(self, query: sa.Select[Any]) -> Any:
+        with self._engine_or_fail().connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def _require_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.name}: {what} needs a writable store (opened read-only)")
+
+    def _with_pending(self, info: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            hit = self._pending.get(info["key"])
+            if hit is not None:
+                info["last_access"] = max(info["last_access"], hit[0])
+                info["access_count"] += hit[1]
+        return info
+
+    def _forget(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._pending.pop(key, None)
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        return StoreError(f"{self.name}: {what} failed: {exc}")
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child must not use its parent's connections, locks or pending data."""
+        # Nor close them: SQLite connections must not cross a fork, so the parent's are kept
+        # referenced (never freed, hence never closed) and the child opens its own on demand.
+        _FORK_ORPHANS.append((self._local, list(self._raw)))
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._local = threading.local()
+        self._raw = weakref.WeakSet()
+        self._pending = {}
+        self._pending_counters = {}
+        self._n_pending = 0
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+
+
+class _ThreadConnection:
+    """One thread's raw connection and cursor for the hot statements; closed when the thread ends."""
+
+    __slots__ = ("connection", "cursor", "__weakref__")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # sqlite3 connections sit in a reference cycle: without this, a finished thread's connection
+    # (and its file descriptors) would live on until the cyclic garbage collector ran.
+    __del__ = close
+
+
+# -- module helpers ----------------------------------------------------------------------------
+
+
+def _locate(url_or_path: str | os.PathLike[str]) -> tuple[Path | None, sa.URL]:
+    """A SQLite file path (from a plain path or a sqlite:/// URL) or another database's URL."""
+    if isinstance(url_or_path, str) and "://" in url_or_path:
+        url = sa.make_url(url_or_path)
+        if url.get_backend_name() != "sqlite":
+            return None, url
+        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+            raise ConfigError(f"{url_or_path}: give the SQLite database as a file path")
+        url_or_path = url.database
+    path = Path(os.path.abspath(os.fsdecode(os.fspath(url_or_path))))
+    return path, sa.make_url(f"sqlite:///{path}")
+
+
+def _sqlite_uri(path: Path, *, read_only: bool) -> str:
+    return path.as_uri() + ("?mode=ro" if read_only else "?mode=rwc")
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the parent directory (0700) and the database file (0600) if they do not exist."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _configure_sqlite(conn: sqlite3.Connection, *, busy_ms: int, read_only: bool) -> None:
+    """Per-connection setup: our own transaction control, WAL, NORMAL sync, busy timeout."""
+    conn.isolation_level = None  # sqlite3 must not BEGIN on its own; _emit_begin does
+    conn.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
+    # A page cache and memory-mapped reads for a working set of blobs (as diskcache does).
+    conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB:d}")
+    conn.execute(f"PRAGMA mmap_size = {_MMAP_BYTES:d}")
+    if not read_only:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def _emit_begin(conn: Connection) -> None:
+    """Our own BEGIN (pysqlite emits none with isolation_level=None): IMMEDIATE for writers."""
+    conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
+
+
+def _filters(
+    *,
+    fingerprint: str | None = None,
+    other_than_fingerprint: str | None = None,
+    older_than: float | None = None,
+    source_path: str | os.PathLike[str] | None = None,
+    kind: str | None = None,
+) -> list[sa.ColumnElement[bool]]:
+    e = _entries.c
+    conditions: list[sa.ColumnElement[bool]] = []
+    if fingerprint is not None:
+        conditions.append(e.fingerprint == fingerprint)
+    if other_than_fingerprint is not None:
+        conditions.append(e.fingerprint != other_than_fingerprint)
+    if older_than is not None:
+        conditions.append(e.last_access < time.time() - float(older_than))
+    if source_path is not None:
+        conditions.append(e.source_path == os.fspath(source_path))
+    if kind is not None:
+        conditions.append(e.kind == kind)
+    return conditions
+
+
+def _read_settings(conn: Connection) -> dict[str, int | str]:
+    stored = dict(conn.execute(sa.select(_settings.c.name, _settings.c.value)).all())
+    defaults = schema.DEFAULT_SETTINGS
+    return {name: parse_setting(name, stored.get(name, default)) for name, default in defaults.items()}
+
+
+def _victims(conn: Connection, max_entries: int, max_bytes: int, policy: str) -> list[str]:
+    """Keys beyond the limits, in eviction order: rank and running size over the keep order.
+
+    Keeping the newest (LRU) or most used (LFU) entries first, an entry goes when its rank is past
+    max_entries or the entries kept up to it pass max_bytes: "evict in policy order until it fits".
+    """
+    if not max_entries and not max_bytes:
+        return []
+    victim_order = _VICTIM_ORDER[policy]
+    keep_order = [column.desc() for column in victim_order]
+    size = _entries.c.payload_size
+    # An entry larger than the whole budget goes alone; it does not push every older one out.
+    fitting_size = sa.case((size > max_bytes, 0), else_=size) if max_bytes else size
+    ranked = sa.select(
+        _entries.c.key,
+        size,
+        *victim_order[:-1],
+        sa.func.row_number().over(order_by=keep_order).label("rank"),
+        sa.func.sum(fitting_size).over(order_by=keep_order, rows=(None, 0)).label("kept_bytes"),
+    ).subquery()
+    beyond = []
+    if max_entries:
+        beyond.append(ranked.c.rank > max_entries)
+    if max_bytes:
+        beyond += [ranked.c.payload_size > max_bytes, ranked.c.kept_bytes > max_bytes]
+    query = (
+        sa.select(ranked.c.key)
+        .where(sa.or_(*beyond))
+        .order_by(*(ranked.c[column.name] for column in victim_order))
+    )
+    return list(conn.scalars(query))
+
+
+def _chunks(keys: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(keys), _CHUNK):
+        yield keys[start : start + _CHUNK]
+
+
+# Every open store, so pending data is flushed at exit and forked children start clean.
+_LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
+_FORK_ORPHANS: list[object] = []  # in a forked child: the parent's raw connections, never closed
+
+
+@atexit.register
+def _close_all() -> None:
+    for store in list(_LIVE):
+        try:
+            store.close()
+        except Exception:  # at exit there is no one left to tell but the log
+            log.exception("closing %r at exit", store)
+
+
+def _reset_after_fork() -> None:
+    for store in list(_LIVE):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
