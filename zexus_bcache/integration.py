@@ -134,3 +134,37 @@ def result_markup(result: Any) -> str | None:
         return f"\n📤 [bold blue]Output:[/bold blue] {result}" if result else None
     value = getattr(result, "value", None)
     return None if value is None else f"\n📊 [bold blue]Result:[/bold blue] {value}"
+
+
+_PREVIOUS_SHARED: list[Any] = []
+
+
+def install(cache: Any = None) -> Any:
+    """Make ``cache`` zexus's shared bytecode cache (the one ``EvaluatorBytecodeCompiler`` uses).
+
+    Without an argument, a persistent BytecodeCache at the default location, keyed for the
+    evaluator's compiler. Compilers created before the call keep the cache they already hold.
+    Returns the installed cache; ``uninstall()`` restores what was there before.
+    """
+    if cache is None:
+        from .cache import BytecodeCache
+
+        cache = BytecodeCache(persistent=True, compiler="evaluator")
+    with quiet():
+        from zexus.evaluator import bytecode_compiler
+    _PREVIOUS_SHARED.append(bytecode_compiler._SHARED_CACHE)
+    bytecode_compiler._SHARED_CACHE = cache
+    return cache
+
+
+def uninstall() -> None:
+    """Restore the shared cache that the last ``install()`` replaced (flushing ours)."""
+    if not _PREVIOUS_SHARED:
+        return
+    with quiet():
+        from zexus.evaluator import bytecode_compiler
+    ours = bytecode_compiler._SHARED_CACHE
+    bytecode_compiler._SHARED_CACHE = _PREVIOUS_SHARED.pop()
+    flush = getattr(ours, "flush", None)
+    if flush is not None:
+        flush()

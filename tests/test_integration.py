@@ -1,0 +1,109 @@
+"""integration: the zexus pipeline, install()/uninstall() as zexus's shared cache, and `run` against `zx run`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from zexus_bcache import integration
+from zexus_bcache.cache import BytecodeCache
+from zx_programs import corpus_programs
+
+with integration.quiet():
+    from zexus.evaluator import bytecode_compiler
+
+
+def test_install_and_uninstall_swap_the_shared_cache(tmp_path: Path) -> None:
+    before = bytecode_compiler._SHARED_CACHE
+    cache = BytecodeCache(path=tmp_path / "c.db", compiler="evaluator")
+    try:
+        assert integration.install(cache) is cache
+        assert bytecode_compiler.get_shared_cache() is cache
+        compiler = bytecode_compiler.EvaluatorBytecodeCompiler(use_cache=True)
+        assert compiler.cache is cache
+    finally:
+        integration.uninstall()
+        cache.close()
+    assert bytecode_compiler._SHARED_CACHE is before
+
+
+EVALUATOR_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from zexus_bcache import codec, integration
+    from zexus_bcache.cache import BytecodeCache
+    cache = integration.install(BytecodeCache(path=sys.argv[1], compiler="evaluator"))
+    from zexus.evaluator.bytecode_compiler import EvaluatorBytecodeCompiler
+    program = integration.parse(open(sys.argv[2]).read())
+    with integration.quiet():
+        compiler = EvaluatorBytecodeCompiler(use_cache=True)
+        compiled = [compiler.compile(s) for s in program.statements]
+    blobs = [codec.encode(b).hex() for b in compiled if b is not None]
+    integration.uninstall()
+    stats = cache.get_stats()
+    cache.close()
+    print(json.dumps({"blobs": blobs, "store_hits": stats["store_hits"], "misses": stats["misses"]}))
+    """
+)
+
+
+def test_zexus_own_compiler_hits_our_store_across_processes(tmp_path: Path) -> None:
+    import json
+
+    program = tmp_path / "p.zx"
+    program.write_text(
+        'let a = 6 * 7;\nlet s = "x" + "y";\nprint(a);\nlet m = {"k": [1, 2]};\nprint(m["k"][1]);\n', encoding="utf-8"
+    )
+    db = tmp_path / "shared.db"
+
+    def child() -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", EVALUATOR_CHILD, str(db), str(program)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = child(), child()
+    assert first["blobs"], "zexus's evaluator compiler compiled nothing"
+    assert first["store_hits"] == 0 and first["misses"] >= len(first["blobs"])
+    assert second["blobs"] == first["blobs"], "the second process got the same bytecode"
+    assert second["store_hits"] >= len(second["blobs"]), "the second process was served from our store"
+
+
+def _zx_run(program: Path) -> subprocess.CompletedProcess[str]:
+    zx = Path(sys.executable).with_name("zx")
+    return subprocess.run([str(zx), "run", str(program)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, COLUMNS="200"))
+
+
+def _ours(program: Path, db: Path) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "zexus_bcache", "--cache", str(db), "run", "--timings", str(program)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="200"))
+
+
+def _program_output(zx_stdout: str) -> str:
+    """What ``zx run`` printed after its own banner lines (it ends them with 'Executing on VM...')."""
+    marker = "Executing on VM...\n"
+    assert marker in zx_stdout, zx_stdout[:2000]
+    return zx_stdout.split(marker, 1)[1]
+
+
+@pytest.mark.parametrize("program", corpus_programs(), ids=lambda p: p.name)
+def test_run_prints_what_zx_run_prints_and_hits_the_second_time(program: Path, tmp_path: Path) -> None:
+    db = tmp_path / "bcache.db"
+    expected = _program_output(_zx_run(program).stdout)
+    cold = _ours(program, db)
+    warm = _ours(program, db)
+    assert cold.returncode == 0 and warm.returncode == 0, cold.stderr[-2000:] + warm.stderr[-2000:]
+    assert cold.stdout == expected
+    assert warm.stdout == expected
+    assert "miss (compiled and stored)" in cold.stderr
+    assert "hit (store)" in warm.stderr
+    with BytecodeCache(path=db) as cache:
+        stats = cache.get_stats()
+    assert stats["store_hits"] == 1 and stats["misses"] == 1
