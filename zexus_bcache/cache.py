@@ -66,7 +66,9 @@ class CompileReport:
     program: Any = None  # the parsed AST, when this call parsed it
 
 
-_LOCAL_COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", "front_evictions")
+# Front hits are counted by the front layer (under the lock it takes anyway) and, for a persistent
+# cache, by the store's touch(); the rest here.
+_LOCAL_COUNTERS = ("store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", "front_evictions")
 # Counters the store keeps (summed over processes); front evictions are per process.
 _STORE_COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors")
 
@@ -121,6 +123,7 @@ class BytecodeCache:
         self._front = FrontCache(max_size, self.max_memory_bytes)
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(_LOCAL_COUNTERS, 0)
+        self._front_hits_reset = 0
         self._warned: set[str] = set()
         self._puts_since_evict = 0
         self._file_keys: dict[str, set[str]] = {}
@@ -181,12 +184,13 @@ class BytecodeCache:
         return self._lookup(key, fingerprint or self.fingerprint)[0]
 
     def _lookup(self, key: str, fingerprint: str) -> tuple[Any | None, str | None]:
-        value = self._front.get(key)
+        value = self._front.get(key)  # counts the front hit itself
         if value is not None:
-            self._count("front_hits")
             if self.store is not None:
-                with self._guard("get"):
-                    self.store.touch(key)
+                try:
+                    self.store.touch(key, "front_hits")
+                except StoreError as exc:
+                    self._warn("get", f"cache get failed, carrying on without it: {exc}")
             return value, "front"
         if self.store is not None:
             value = self._load(key, fingerprint)
@@ -313,6 +317,7 @@ class BytecodeCache:
         """A fresh snapshot of the statistics (``cache.stats.hits`` works as in the seed)."""
         with self._lock:
             counts = dict(self._counts)
+        counts["front_hits"] = self._front.hits - self._front_hits_reset
         if self.store is not None:
             try:
                 shared = self.store.counters()
@@ -340,6 +345,7 @@ class BytecodeCache:
         """Zero the counters (everywhere, for a persistent cache); entries are kept."""
         with self._lock:
             self._counts = dict.fromkeys(_LOCAL_COUNTERS, 0)
+            self._front_hits_reset = self._front.hits
         if self.store is not None and not self.read_only:
             with self._guard("put"):
                 self.store.reset_counters()

@@ -70,6 +70,7 @@ class FrontCache:
         self.max_bytes = max_bytes
         self.getsizeof = getsizeof
         self.currsize = 0
+        self.hits = 0
         self._data: OrderedDict[Hashable, FrontEntry] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -80,6 +81,7 @@ class FrontCache:
             if entry is None:
                 return None
             self._data.move_to_end(key)
+            self.hits += 1
             entry.access_count += 1
             entry.last_access = time.time()
             return entry.value

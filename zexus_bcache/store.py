@@ -16,6 +16,7 @@ All SQL lives here and in :mod:`zexus_bcache.schema`. Three things shape this mo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -25,7 +26,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
@@ -56,6 +57,13 @@ _blobs = schema.blobs
 _counters = schema.counters
 _settings = schema.settings
 _COUNTER_NAMES = frozenset(schema.COUNTERS)
+
+
+class Orphans(NamedTuple):
+    """Rows that lost their other half: entries whose blob is missing, blobs no entry uses."""
+
+    entries: list[str]
+    blobs: list[str]
 
 
 class StoredEntry(NamedTuple):
@@ -94,6 +102,11 @@ _SORTS: dict[str, sa.ColumnElement[Any]] = {
     "key": _entries.c.key,
     "source_path": _entries.c.source_path,
 }
+SORTS = tuple(_SORTS)
+"""What :meth:`Store.entries` can sort by."""
+
+# What an eviction report says about each entry it removes.
+_REPORT_COLUMNS = ("key", "kind", "source_path", "payload_size", "last_access", "access_count")
 
 
 def checksum(payload: bytes) -> str:
@@ -255,41 +268,9 @@ class Store:
             )
 
     def _peek_sqlite_revision(self) -> str | None:
-        """Read the revision through a read-only connection (so refusing writes nothing).
-
-        The file is only ever opened by SQLite: closing a descriptor of our own on it would drop
-        the POSIX locks of every SQLite connection of this process to it (SQLite's docs, "How To
-        Corrupt An SQLite Database File", 2.2), letting another process delete a live WAL.
-        """
+        """Read the revision through a read-only connection (so refusing writes nothing)."""
         assert self.path is not None
-        if not self.path.exists():
-            if self.read_only:
-                raise StoreError(f"{self.path}: no such database")
-            return None
-        size = self.path.stat().st_size
-        if size == 0:
-            return None
-        conn = sqlite3.connect(_sqlite_uri(self.path, read_only=True), uri=True, timeout=self._busy_s)
-        try:
-            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-            versions = []
-            if "alembic_version" in names:
-                versions = [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a SQLite database, or a damaged one ({exc})") from exc
-        finally:
-            conn.close()
-        if size % page_size:
-            raise StoreError(f"{self.path}: the SQLite database is truncated or damaged")
-        if "alembic_version" not in names and names:
-            raise StoreError(
-                f"{self.path}: a SQLite database of something else (no alembic_version;"
-                f" has {', '.join(sorted(names)[:5])}); not a zexus_bcache store"
-            )
-        if len(versions) > 1:
-            raise StoreError(f"{self.path}: several schema heads {versions}; not a zexus_bcache store")
-        return versions[0] if versions else None
+        return _peek_sqlite_revision(self.path, busy_s=self._busy_s, must_exist=self.read_only)
 
     def _migrate(self, head: str) -> None:
         """Upgrade to head once: under SQLite's write lock or a PostgreSQL advisory lock."""
@@ -399,12 +380,16 @@ class Store:
         self.touch(key)
         return _make_entry((key, *row))
 
-    def touch(self, key: str) -> None:
-        """Record one use of ``key`` (time, +1 count) in memory, to be flushed in a batch; no I/O."""
-        if self.read_only or self._closed:
-            return  # nothing could ever save it
+    def touch(self, key: str, counter: str | None = None) -> None:
+        """Record one use of ``key`` (time, +1 count), and +1 on ``counter`` if given, in memory; no I/O."""
+        if self._closed:
+            return
         now = time.time()
         with self._lock:
+            if counter is not None:
+                self._pending_counters[counter] = self._pending_counters.get(counter, 0) + 1
+            if self.read_only:
+                return  # access times could never be saved; counters stay in memory
             hit = self._pending.get(key)
             if hit is None:
                 self._pending[key] = [now, 1]
@@ -507,6 +492,18 @@ class Store:
         return deleted > 0
 
     @_public
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove the entries under the given keys in one transaction; return how many existed."""
+        self._require_writable("delete")
+        keys = list(dict.fromkeys(keys))
+        deleted = 0
+        with self._write_engine.begin() as conn:
+            for chunk in _chunks(keys):
+                deleted += conn.execute(sa.delete(_entries).where(_entries.c.key.in_(chunk))).rowcount
+        self._forget(keys)
+        return deleted
+
+    @_public
     def invalidate(
         self,
         *,
@@ -515,11 +512,16 @@ class Store:
         older_than: float | None = None,
         source_path: str | os.PathLike[str] | None = None,
         kind: str | None = None,
+        other_than_fingerprints: Collection[str] | None = None,
     ) -> int:
-        """Delete the entries matching every given criterion; return how many went."""
+        """Delete the entries matching every given criterion; return how many went.
+
+        ``other_than_fingerprints`` keeps the entries made by any of the given compilers.
+        """
         conditions = _filters(
             fingerprint=fingerprint,
             other_than_fingerprint=other_than_fingerprint,
+            other_than_fingerprints=other_than_fingerprints,
             older_than=older_than,
             source_path=source_path,
             kind=kind,
@@ -544,32 +546,74 @@ class Store:
 
     @_public
     def evict(
-        self, max_entries: int | None = None, max_bytes: int | None = None, policy: str | None = None
+        self,
+        max_entries: int | None = None,
+        max_bytes: int | None = None,
+        policy: str | None = None,
+        *,
+        older_than: float | None = None,
+        dry_run: bool = False,
     ) -> list[str]:
         """Remove entries beyond the limits in policy order; return their keys, first evicted first.
 
         Limits and policy not given are read fresh from the ``settings`` table; 0 = unlimited.
+        See :meth:`evict_report` for ``older_than`` and ``dry_run``.
         """
-        self._require_writable("evict")
+        report = self.evict_report(max_entries, max_bytes, policy, older_than=older_than, dry_run=dry_run)
+        return [row["key"] for row in report]
+
+    @_public
+    def evict_report(
+        self,
+        max_entries: int | None = None,
+        max_bytes: int | None = None,
+        policy: str | None = None,
+        *,
+        older_than: float | None = None,
+        dry_run: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Evict like :meth:`evict`; return a row per entry (key, kind, source_path, payload_size,
+        last_access, access_count and a ``reason``: ``"age"`` or ``"limits"``), first evicted first.
+
+        ``older_than`` (seconds) first removes every entry unused for that long, then the limits
+        are enforced on the rest. ``dry_run`` computes the same rows and deletes nothing (it also
+        works on a read-only store).
+        """
+        if not dry_run:
+            self._require_writable("evict")
         if max_entries is not None:
             max_entries = int(parse_setting("max_entries", max_entries))
         if max_bytes is not None:
             max_bytes = int(parse_setting("max_bytes", max_bytes))
         if policy is not None:
             policy = str(parse_setting("policy", policy))
+        if older_than is not None and not float(older_than) >= 0:
+            raise ConfigError(f"older_than must be a number of seconds >= 0, not {older_than!r}")
         self.flush()  # so the order sees this process's recent hits
-        with self._write_engine.begin() as conn:
+        engine = self._engine_or_fail() if dry_run else self._write_engine
+        with engine.begin() as conn:
             if max_entries is None or max_bytes is None or policy is None:
                 current = _read_settings(conn)
                 max_entries = current["max_entries"] if max_entries is None else max_entries
                 max_bytes = current["max_bytes"] if max_bytes is None else max_bytes
                 policy = current["policy"] if policy is None else policy
-            victims = _victims(conn, int(max_entries), int(max_bytes), str(policy))
-            for chunk in _chunks(victims):
-                conn.execute(sa.delete(_entries).where(_entries.c.key.in_(chunk)))
-            if victims:
-                conn.execute(self._bump, [{"c": "evictions", "d": len(victims)}])
-        self._forget(victims)
+            victims: list[dict[str, Any]] = []
+            remaining: list[sa.ColumnElement[bool]] = []
+            if older_than is not None:
+                (too_old,) = _filters(older_than=older_than)
+                query = sa.select(*(_entries.c[name] for name in _REPORT_COLUMNS)).where(too_old)
+                query = query.order_by(_entries.c.last_access, _entries.c.key)
+                victims += [dict(row._mapping, reason="age") for row in conn.execute(query)]
+                remaining.append(sa.not_(too_old))
+            victims += _victims(conn, int(max_entries), int(max_bytes), str(policy), remaining)
+            keys = [row["key"] for row in victims]
+            if not dry_run:
+                for chunk in _chunks(keys):
+                    conn.execute(sa.delete(_entries).where(_entries.c.key.in_(chunk)))
+                if keys:
+                    conn.execute(self._bump, [{"c": "evictions", "d": len(keys)}])
+        if not dry_run:
+            self._forget(keys)
         return victims
 
     # -- reading -----------------------------------------------------------------------------
@@ -585,9 +629,9 @@ class Store:
         return int(self._scalar(sa.select(sa.func.coalesce(sa.func.sum(_entries.c.payload_size), 0))))
 
     @_public
-    def keys(self, kind: str | None = None) -> list[str]:
-        """Every stored key (of one kind if given), sorted."""
-        query = sa.select(_entries.c.key).where(*_filters(kind=kind)).order_by(_entries.c.key)
+    def keys(self, kind: str | None = None, prefix: str | None = None) -> list[str]:
+        """Every stored key (of one kind, starting with a prefix, if given), sorted."""
+        query = sa.select(_entries.c.key).where(*_filters(kind=kind, prefix=prefix)).order_by(_entries.c.key)
         with self._engine_or_fail().connect() as conn:
             return list(conn.scalars(query))
 
@@ -645,6 +689,113 @@ class Store:
         """The schema revision the database is at."""
         with self._engine_or_fail().connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    # -- maintenance and inspection ----------------------------------------------------------
+
+    @_public
+    def query(
+        self, statement: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one caller-written statement on a read-only connection; return (column names, rows).
+
+        Parameters are bound (``:name``), never interpolated. On SQLite the connection is opened
+        with ``mode=ro`` and ``PRAGMA query_only``, and an authorizer refuses anything but reading
+        (writes, DDL, ATTACH, transactions, PRAGMAs that set a value) before it runs.
+        """
+        params = dict(params or {})
+        if self.path is None:
+            with self._engine_or_fail().connect() as conn:
+                conn = conn.execution_options(postgresql_readonly=True)
+                result = conn.execute(sa.text(statement), params)
+                if not result.returns_rows:
+                    raise StoreError(f"{self.name}: read-only query refused: the statement returns no rows")
+                return list(result.keys()), [tuple(row) for row in result]
+        conn = sqlite3.connect(_sqlite_uri(self.path, read_only=True), uri=True, timeout=self._busy_s)
+        try:
+            _configure_sqlite(conn, busy_ms=self.busy_timeout_ms, read_only=True)
+            conn.execute("PRAGMA query_only = ON")
+            refused: list[str] = []
+            conn.set_authorizer(functools.partial(_read_only_authorizer, refused))
+            try:
+                cursor = conn.execute(statement, params)
+                rows = cursor.fetchall()
+            except sqlite3.Error as exc:
+                if refused or "readonly database" in str(exc):
+                    what = refused[0] if refused else "a write"
+                    raise StoreError(f"{self.name}: read-only query refused: {what} is not allowed") from exc
+                raise
+            columns = [column[0] for column in cursor.description or ()]
+            return columns, rows
+        finally:
+            conn.close()
+
+    @_public
+    def integrity_check(self) -> list[str]:
+        """What SQLite's ``PRAGMA integrity_check`` reports as wrong (empty: fine; other dialects: empty)."""
+        if self.dialect != "sqlite":
+            return []
+        with self._engine_or_fail().connect() as conn:
+            messages = list(conn.exec_driver_sql("PRAGMA integrity_check").scalars())
+        return [] if messages == ["ok"] else messages
+
+    def iter_blobs(self, page: int = 256) -> Iterator[tuple[str, bytes]]:
+        """Every (checksum, payload) in the blobs table, read a page at a time in checksum order."""
+        after = ""
+        while rows := self._blob_page(after, page):
+            yield from rows
+            after = rows[-1][0]
+
+    @_public
+    def _blob_page(self, after: str, page: int) -> list[tuple[str, bytes]]:
+        b = _blobs.c
+        query = sa.select(b.checksum, b.payload).where(b.checksum > after).order_by(b.checksum).limit(page)
+        with self._engine_or_fail().connect() as conn:
+            return [(str(digest), bytes(payload)) for digest, payload in conn.execute(query)]
+
+    @_public
+    def orphans(self) -> Orphans:
+        """Entries whose blob is missing, and blobs that no entry refers to."""
+        e, b = _entries.c, _blobs.c
+        no_blob = sa.select(e.key).where(~sa.exists().where(b.checksum == e.checksum)).order_by(e.key)
+        unused = sa.select(b.checksum).where(~sa.exists().where(e.checksum == b.checksum)).order_by(b.checksum)
+        with self._engine_or_fail().connect() as conn:
+            return Orphans(list(conn.scalars(no_blob)), list(conn.scalars(unused)))
+
+    @_public
+    def remove_blobs(self, checksums: Iterable[str]) -> int:
+        """Delete blobs and every entry that refers to them (damaged payloads); return the entries removed."""
+        self._require_writable("remove_blobs")
+        checksums = list(dict.fromkeys(checksums))
+        removed = 0
+        with self._write_engine.begin() as conn:
+            for chunk in _chunks(checksums):
+                removed += conn.execute(sa.delete(_entries).where(_entries.c.checksum.in_(chunk))).rowcount
+                conn.execute(sa.delete(_blobs).where(_blobs.c.checksum.in_(chunk)))
+        return removed
+
+    @_public
+    def vacuum(self) -> None:
+        """Rebuild the database file to give free pages back (and, on SQLite, empty the WAL)."""
+        self._require_writable("vacuum")
+        self.flush()
+        engine = self._engine_or_fail()
+        if self.dialect != "sqlite":
+            with engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM")
+            return
+        # VACUUM cannot run inside a transaction: use the DBAPI connection, which never BEGINs by itself.
+        raw = engine.raw_connection()
+        try:
+            raw.driver_connection.execute("VACUUM")
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+
+    def file_size(self) -> int | None:
+        """Bytes the SQLite database takes on disk (file and WAL); None for a server database."""
+        if self.path is None:
+            return None
+        return sum(p.stat().st_size for p in _sqlite_files(self.path) if p.exists())
 
     # -- counters and settings ---------------------------------------------------------------
 
@@ -888,6 +1039,188 @@ def _locate(url_or_path: str | os.PathLike[str]) -> tuple[Path | None, sa.URL]:
     return path, sa.make_url(f"sqlite:///{path}")
 
 
+def _peek_sqlite_revision(path: Path, *, busy_s: float, must_exist: bool) -> str | None:
+    """Read the revision through a read-only connection (so refusing writes nothing).
+
+    The file is only ever opened by SQLite: closing a descriptor of our own on it would drop
+    the POSIX locks of every SQLite connection of this process to it (SQLite's docs, "How To
+    Corrupt An SQLite Database File", 2.2), letting another process delete a live WAL.
+    """
+    if not path.exists():
+        if must_exist:
+            raise StoreError(f"{path}: no such database")
+        return None
+    size = path.stat().st_size
+    if size == 0:
+        return None
+    conn = sqlite3.connect(_sqlite_uri(path, read_only=True), uri=True, timeout=busy_s)
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        versions = []
+        if "alembic_version" in names:
+            versions = [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a SQLite database, or a damaged one ({exc})") from exc
+    finally:
+        conn.close()
+    if size % page_size:
+        raise StoreError(f"{path}: the SQLite database is truncated or damaged")
+    if "alembic_version" not in names and names:
+        raise StoreError(
+            f"{path}: a SQLite database of something else (no alembic_version;"
+            f" has {', '.join(sorted(names)[:5])}); not a zexus_bcache store"
+        )
+    if len(versions) > 1:
+        raise StoreError(f"{path}: several schema heads {versions}; not a zexus_bcache store")
+    return versions[0] if versions else None
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    """The database file and its WAL and shared-memory files, the WAL first."""
+    return [path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"), path]
+
+
+def move_aside(path: str | os.PathLike[str]) -> Path:
+    """Rename a broken SQLite database, with its -wal and -shm, to ``<name>.broken-<UTC time>``.
+
+    The WAL goes first: a fresh database created at the old path must never find the old WAL
+    next to it (SQLite would replay it into the new file). Stop other users of the cache first.
+    Returns the new path of the database file.
+    """
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.broken-{stamp}")
+    n = 1
+    while any(p.exists() for p in _sqlite_files(target)):
+        n += 1
+        target = path.with_name(f"{path.name}.broken-{stamp}-{n}")
+    for source, destination in zip(_sqlite_files(path), _sqlite_files(target)):
+        if source.exists():
+            os.replace(source, destination)
+    return target
+
+
+def current_revision(url_or_path: str | os.PathLike[str]) -> str | None:
+    """The schema revision of an existing database (None: empty), read without migrating anything."""
+    with _maintenance_connection(url_or_path, read_only=True) as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(url_or_path: str | os.PathLike[str], revision: str = "head") -> tuple[str | None, str | None]:
+    """Run the migrations up to ``revision`` (creating the database if needed); return (before, after)."""
+    return _run_alembic(url_or_path, revision, down=False)
+
+
+def downgrade(url_or_path: str | os.PathLike[str], revision: str) -> tuple[str | None, str | None]:
+    """Run the migrations down to ``revision`` (``"base"``: nothing left); return (before, after)."""
+    return _run_alembic(url_or_path, revision, down=True)
+
+
+def _run_alembic(url_or_path: str | os.PathLike[str], revision: str, *, down: bool) -> tuple[str | None, str | None]:
+    with _maintenance_connection(url_or_path, read_only=False) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+        before = MigrationContext.configure(conn).get_current_revision()
+        if before is not None and before not in _known_revisions():
+            raise SchemaTooNewError(
+                f"the database is at schema revision {before!r}, which this zexus_bcache does not"
+                f" know (newest known: {head_revision()!r}): upgrade zexus_bcache. Nothing was changed."
+            )
+        try:
+            (command.downgrade if down else command.upgrade)(alembic_config(conn), revision)
+        except CommandError as exc:
+            raise StoreError(f"cannot {'downgrade' if down else 'upgrade'} to {revision!r}: {exc}") from exc
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before, after
+
+
+@contextlib.contextmanager
+def _maintenance_connection(
+    url_or_path: str | os.PathLike[str], *, read_only: bool, busy_timeout_ms: int = 30000
+) -> Iterator[Connection]:
+    """A connection in one transaction (BEGIN IMMEDIATE when writing), without opening a Store.
+
+    For the Alembic commands, which must see the database as it is (a Store migrates on open).
+    A SQLite file is checked first as a Store checks it (a missing file is created only for writing;
+    another program's database is refused).
+    """
+    path, url = _locate(url_or_path)
+    name = str(path) if path else url.render_as_string(hide_password=True)
+    engine: Engine
+    try:
+        if path is None:
+            options = {"postgresql_readonly": True} if read_only else {}
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool, execution_options=options)
+        else:
+            _peek_sqlite_revision(path, busy_s=busy_timeout_ms / 1000, must_exist=read_only)
+            if not read_only:
+                _create_private_file(path)
+            uri = _sqlite_uri(path, read_only=read_only)
+            engine = sa.create_engine(
+                "sqlite+pysqlite://",
+                creator=lambda: sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000),
+                poolclass=sa.pool.NullPool,
+            )
+            configure = functools.partial(_configure_sqlite, busy_ms=busy_timeout_ms, read_only=read_only)
+            event.listen(engine, "connect", lambda dbapi_connection, _record: configure(dbapi_connection))
+            event.listen(engine, "begin", _emit_begin)
+            if not read_only:
+                engine = engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+    except (sa.exc.SQLAlchemyError, sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{name}: open failed: {exc}") from exc
+    try:
+        with engine.connect() as conn, conn.begin():
+            yield conn
+    except BcacheError as exc:
+        raise type(exc)(f"{name}: {exc}") from exc
+    except (sa.exc.SQLAlchemyError, sqlite3.Error, CommandError, OSError) as exc:
+        raise StoreError(f"{name}: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+# sqlite3's authorizer action codes by name, for the message that says what a read-only query tried.
+_AUTH_ACTIONS = {
+    getattr(sqlite3, f"SQLITE_{name}"): name.replace("_", " ")
+    for name in (
+        "CREATE_INDEX CREATE_TABLE CREATE_TEMP_INDEX CREATE_TEMP_TABLE CREATE_TEMP_TRIGGER"
+        " CREATE_TEMP_VIEW CREATE_TRIGGER CREATE_VIEW DELETE DROP_INDEX DROP_TABLE DROP_TEMP_INDEX"
+        " DROP_TEMP_TABLE DROP_TEMP_TRIGGER DROP_TEMP_VIEW DROP_TRIGGER DROP_VIEW INSERT PRAGMA READ"
+        " SELECT TRANSACTION UPDATE ATTACH DETACH ALTER_TABLE REINDEX ANALYZE CREATE_VTABLE"
+        " DROP_VTABLE FUNCTION SAVEPOINT RECURSIVE"
+    ).split()
+    if hasattr(sqlite3, f"SQLITE_{name}")
+}
+_READ_ACTIONS = frozenset(
+    getattr(sqlite3, f"SQLITE_{name}") for name in ("SELECT", "READ", "FUNCTION", "RECURSIVE") if hasattr(sqlite3, f"SQLITE_{name}")
+)
+# PRAGMAs whose argument names what to read rather than a value to set.
+_READ_PRAGMAS_WITH_ARGUMENT = frozenset(
+    {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+     "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
+)
+
+
+def _read_only_authorizer(
+    refused: list[str], action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
+) -> int:
+    """Allow reading only; remember the first thing refused (the query then fails "not authorized")."""
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _READ_PRAGMAS_WITH_ARGUMENT):
+        return sqlite3.SQLITE_OK
+    # Preparing a table-valued PRAGMA function (SELECT ... FROM pragma_table_info('t')) asks for
+    # these; a real UPDATE of the schema table is refused by SQLite itself and by mode=ro.
+    if action == sqlite3.SQLITE_UPDATE and arg1 in ("sqlite_master", "sqlite_temp_master"):
+        return sqlite3.SQLITE_OK
+    if not refused:
+        what = _AUTH_ACTIONS.get(action, f"action {action}")
+        target = arg1 if action != sqlite3.SQLITE_PRAGMA else f"{arg1} = {arg2}"
+        refused.append(f"{what} ({target})" if target else what)
+    return sqlite3.SQLITE_DENY
+
+
 def _sqlite_uri(path: Path, *, read_only: bool) -> str:
     return path.as_uri() + ("?mode=ro" if read_only else "?mode=rwc")
 
@@ -926,6 +1259,8 @@ def _filters(
     older_than: float | None = None,
     source_path: str | os.PathLike[str] | None = None,
     kind: str | None = None,
+    other_than_fingerprints: Collection[str] | None = None,
+    prefix: str | None = None,
 ) -> list[sa.ColumnElement[bool]]:
     e = _entries.c
     conditions: list[sa.ColumnElement[bool]] = []
@@ -933,6 +1268,10 @@ def _filters(
         conditions.append(e.fingerprint == fingerprint)
     if other_than_fingerprint is not None:
         conditions.append(e.fingerprint != other_than_fingerprint)
+    if other_than_fingerprints is not None:
+        conditions.append(e.fingerprint.not_in(list(other_than_fingerprints)))
+    if prefix is not None:
+        conditions.append(e.key.startswith(prefix, autoescape=True))
     if older_than is not None:
         conditions.append(e.last_access < time.time() - float(older_than))
     if source_path is not None:
@@ -948,11 +1287,18 @@ def _read_settings(conn: Connection) -> dict[str, int | str]:
     return {name: parse_setting(name, stored.get(name, default)) for name, default in defaults.items()}
 
 
-def _victims(conn: Connection, max_entries: int, max_bytes: int, policy: str) -> list[str]:
-    """Keys beyond the limits, in eviction order: rank and running size over the keep order.
+def _victims(
+    conn: Connection,
+    max_entries: int,
+    max_bytes: int,
+    policy: str,
+    among: Iterable[sa.ColumnElement[bool]] = (),
+) -> list[dict[str, Any]]:
+    """Entries beyond the limits, in eviction order: rank and running size over the keep order.
 
     Keeping the newest (LRU) or most used (LFU) entries first, an entry goes when its rank is past
     max_entries or the entries kept up to it pass max_bytes: "evict in policy order until it fits".
+    Only the entries matching ``among`` count. Rows as :meth:`Store.evict_report` returns them.
     """
     if not max_entries and not max_bytes:
         return []
@@ -961,24 +1307,26 @@ def _victims(conn: Connection, max_entries: int, max_bytes: int, policy: str) ->
     size = _entries.c.payload_size
     # An entry larger than the whole budget goes alone; it does not push every older one out.
     fitting_size = sa.case((size > max_bytes, 0), else_=size) if max_bytes else size
-    ranked = sa.select(
-        _entries.c.key,
-        size,
-        *victim_order[:-1],
-        sa.func.row_number().over(order_by=keep_order).label("rank"),
-        sa.func.sum(fitting_size).over(order_by=keep_order, rows=(None, 0)).label("kept_bytes"),
-    ).subquery()
+    ranked = (
+        sa.select(
+            *(_entries.c[name] for name in _REPORT_COLUMNS),
+            sa.func.row_number().over(order_by=keep_order).label("rank"),
+            sa.func.sum(fitting_size).over(order_by=keep_order, rows=(None, 0)).label("kept_bytes"),
+        )
+        .where(*among)
+        .subquery()
+    )
     beyond = []
     if max_entries:
         beyond.append(ranked.c.rank > max_entries)
     if max_bytes:
         beyond += [ranked.c.payload_size > max_bytes, ranked.c.kept_bytes > max_bytes]
     query = (
-        sa.select(ranked.c.key)
+        sa.select(*(ranked.c[name] for name in _REPORT_COLUMNS))
         .where(sa.or_(*beyond))
         .order_by(*(ranked.c[column.name] for column in victim_order))
     )
-    return list(conn.scalars(query))
+    return [dict(row._mapping, reason="limits") for row in conn.execute(query)]
 
 
 def _chunks(keys: list[str]) -> Iterator[list[str]]:
