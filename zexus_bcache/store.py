@@ -229,6 +229,10 @@ class Store:
             raise self._error("open", exc) from exc
         self._closed = False
         _LIVE.add(self)
+        if self._raw_select is not None:
+            # Open this thread's read connection now: the first get of a warm start is then one
+            # SELECT, and a file that cannot be read fails here, not in the middle of a run.
+            self._thread_cursor()
 
     # -- opening and migrating ---------------------------------------------------------------
 
@@ -741,12 +745,13 @@ class Store:
     def iter_blobs(self, page: int = 256) -> Iterator[tuple[str, bytes]]:
         """Every (checksum, payload) in the blobs table, read a page at a time in checksum order."""
         after = ""
-        while rows := self._blob_page(after, page):
+        while rows := self.blob_page(after, page):
             yield from rows
             after = rows[-1][0]
 
     @_public
-    def _blob_page(self, after: str, page: int) -> list[tuple[str, bytes]]:
+    def blob_page(self, after: str = "", page: int = 256) -> list[tuple[str, bytes]]:
+        """Up to ``page`` (checksum, payload) rows with checksums after ``after``, in checksum order."""
         b = _blobs.c
         query = sa.select(b.checksum, b.payload).where(b.checksum > after).order_by(b.checksum).limit(page)
         with self._engine_or_fail().connect() as conn:
@@ -1195,6 +1200,7 @@ _AUTH_ACTIONS = {
 _READ_ACTIONS = frozenset(
     getattr(sqlite3, f"SQLITE_{name}") for name in ("SELECT", "READ", "FUNCTION", "RECURSIVE") if hasattr(sqlite3, f"SQLITE_{name}")
 )
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master", "sqlite_schema", "sqlite_temp_schema"})
 # PRAGMAs whose argument names what to read rather than a value to set.
 _READ_PRAGMAS_WITH_ARGUMENT = frozenset(
     {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
@@ -1205,19 +1211,22 @@ _READ_PRAGMAS_WITH_ARGUMENT = frozenset(
 def _read_only_authorizer(
     refused: list[str], action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
 ) -> int:
-    """Allow reading only; remember the first thing refused (the query then fails "not authorized")."""
+    """Allow reading only; remember what was refused first (SQLite then fails "not authorized")."""
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _READ_PRAGMAS_WITH_ARGUMENT):
         return sqlite3.SQLITE_OK
     # Preparing a table-valued PRAGMA function (SELECT ... FROM pragma_table_info('t')) asks for
     # these; a real UPDATE of the schema table is refused by SQLite itself and by mode=ro.
-    if action == sqlite3.SQLITE_UPDATE and arg1 in ("sqlite_master", "sqlite_temp_master"):
+    if action == sqlite3.SQLITE_UPDATE and arg1 in _SCHEMA_TABLES:
         return sqlite3.SQLITE_OK
-    if not refused:
+    if arg1 in _SCHEMA_TABLES:  # CREATE and DROP are first seen as edits of the schema table
+        refused.append("a schema change (CREATE, DROP)")
+    elif action == sqlite3.SQLITE_PRAGMA:
+        refused.append(f"PRAGMA {arg1} = {arg2}")
+    else:
         what = _AUTH_ACTIONS.get(action, f"action {action}")
-        target = arg1 if action != sqlite3.SQLITE_PRAGMA else f"{arg1} = {arg2}"
-        refused.append(f"{what} ({target})" if target else what)
+        refused.append(f"{what} ({arg1})" if arg1 else what)
     return sqlite3.SQLITE_DENY
 
 
