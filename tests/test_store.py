@@ -22,7 +22,17 @@ import pytest
 import sqlalchemy as sa
 
 from zexus_bcache.errors import ConfigError, StoreError
-from zexus_bcache.store import Store, StoredEntry, checksum
+from zexus_bcache.store import (
+    Store,
+    StoredEntry,
+    checksum,
+    current_revision,
+    downgrade,
+    head_revision,
+    move_aside,
+    sqlite_path,
+    upgrade,
+)
 
 PG_URL = os.environ.get("ZEXUS_BCACHE_TEST_PG_URL")
 NO_FLUSH = dict(flush_every=10**9, flush_interval=1e9)  # flushes happen only when a test says so
@@ -615,3 +625,141 @@ def test_pending_data_is_saved_at_exit_and_when_dropped(location: str) -> None:
     with Store(location) as store:
         assert store.info("k")["access_count"] == 2  # type: ignore[index]
         assert store.counters()["misses"] == 1
+
+
+# -- inspection and maintenance (what the command line needs) ----------------------------------
+
+
+def test_keys_by_prefix_and_delete_many(store: Store) -> None:
+    for key in ("ab1", "ab2", "a_x", "b1"):
+        store.put(key, key.encode(), **meta())
+    assert store.keys(prefix="ab") == ["ab1", "ab2"]
+    assert store.keys(prefix="a_") == ["a_x"]  # LIKE wildcards are escaped
+    assert store.keys(prefix="zz") == []
+    assert store.delete_many(["ab1", "b1", "missing", "b1"]) == 2
+    assert store.keys() == ["a_x", "ab2"]
+
+
+def test_invalidate_keeps_a_set_of_fingerprints(store: Store) -> None:
+    for key, fingerprint in (("a", "fpA"), ("b", "fpB"), ("c", "fpC")):
+        store.put(key, key.encode(), **meta(fingerprint=fingerprint))
+    assert store.invalidate(other_than_fingerprints={"fpA", "fpB"}) == 1
+    assert store.keys() == ["a", "b"]
+
+
+def test_evict_report_dry_run_and_age(store: Store) -> None:
+    fill(store, {"a": 10, "b": 10, "c": 10, "d": 10})
+    now = time.time()
+    set_access(store, "a", now - 7200)
+    set_access(store, "b", now - 60)
+    set_access(store, "c", now - 30)
+    set_access(store, "d", now - 10)
+    planned = store.evict_report(max_entries=2, max_bytes=0, policy="lru", older_than=3600, dry_run=True)
+    assert [(row["key"], row["reason"]) for row in planned] == [("a", "age"), ("b", "limits")]
+    assert set(planned[0]) == {"key", "kind", "source_path", "payload_size", "last_access", "access_count", "reason"}
+    assert store.count() == 4 and store.counters()["evictions"] == 0  # a dry run changes nothing
+    assert store.evict(max_entries=2, max_bytes=0, policy="lru", older_than=3600) == ["a", "b"]
+    assert store.keys() == ["c", "d"] and store.counters()["evictions"] == 2
+    with pytest.raises(ConfigError, match="older_than"):
+        store.evict(older_than=-1)
+
+
+def test_evict_dry_run_works_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store(path) as writer:
+        fill(writer, {"a": 10, "b": 10})
+    with Store(path, read_only=True) as reader:
+        assert [row["key"] for row in reader.evict_report(max_entries=1, dry_run=True)] == ["a"]
+        with pytest.raises(StoreError, match="read-only"):
+            reader.evict(max_entries=1)
+
+
+def test_query_binds_parameters_and_only_reads(sqlite_store: Store, tmp_path: Path) -> None:
+    sqlite_store.put("k1", b"x" * 5, **meta())
+    sqlite_store.put("k2", b"y" * 50, **meta())
+    columns, rows = sqlite_store.query("SELECT key, payload_size FROM entries WHERE payload_size > :n", {"n": 10})
+    assert columns == ["key", "payload_size"] and rows == [("k2", 50)]
+    assert sqlite_store.query("SELECT :v AS v", {"v": "'; DROP TABLE entries; --"})[1] == [("'; DROP TABLE entries; --",)]
+    assert sqlite_store.query("PRAGMA table_info(settings)")[1]
+    assert sqlite_store.query("SELECT name FROM pragma_table_info('blobs')")[1] == [("checksum",), ("payload",)]
+    attached = tmp_path / "other.db"
+    for statement, what in [
+        ("INSERT INTO counters VALUES ('x', 1)", "INSERT"),
+        ("UPDATE entries SET kind = 'ast'", "UPDATE"),
+        ("DELETE FROM entries", "DELETE"),
+        ("DROP TABLE entries", "a schema change"),
+        ("CREATE TEMP TABLE t (a)", "a schema change"),
+        (f"ATTACH '{attached}' AS other", "ATTACH"),
+        ("PRAGMA query_only = OFF", "PRAGMA query_only"),
+        ("PRAGMA journal_mode = DELETE", "PRAGMA journal_mode"),
+        ("BEGIN", "TRANSACTION"),
+    ]:
+        with pytest.raises(StoreError, match=f"read-only query refused: {what}"):
+            sqlite_store.query(statement)
+    assert not attached.exists()
+    assert sqlite_store.count() == 2
+    with pytest.raises(StoreError, match="syntax error"):
+        sqlite_store.query("SELEC 1")
+    with pytest.raises(StoreError, match="binding parameter"):
+        sqlite_store.query("SELECT :missing")
+
+
+def test_integrity_blobs_orphans_and_repairs(sqlite_store: Store) -> None:
+    sqlite_store.put("a", b"payload a", **meta())
+    sqlite_store.put("b", b"payload b", **meta())
+    sqlite_store.put("c", b"payload c", **meta())
+    assert sqlite_store.integrity_check() == []
+    blobs = list(sqlite_store.iter_blobs(page=2))
+    assert sorted(payload for _, payload in blobs) == [b"payload a", b"payload b", b"payload c"]
+    assert all(digest == checksum(payload) for digest, payload in blobs)
+    assert sqlite_store.orphans() == ([], [])
+    sql(sqlite_store, "INSERT INTO blobs VALUES ('unused', x'00')")
+    sql(sqlite_store, "DELETE FROM blobs WHERE checksum = :c", c=checksum(b"payload b"))
+    assert sqlite_store.orphans() == (["b"], ["unused"])
+    assert sqlite_store.remove_blobs([checksum(b"payload a"), "unused"]) == 1
+    assert sqlite_store.delete_many(["b"]) == 1
+    assert sqlite_store.keys() == ["c"] and sqlite_store.orphans() == ([], [])
+
+
+def test_vacuum_gives_space_back(sqlite_store: Store) -> None:
+    for i in range(50):
+        sqlite_store.put(f"k{i}", os.urandom(4000), **meta())
+    sqlite_store.clear()
+    before = sqlite_store.file_size()
+    sqlite_store.vacuum()
+    after = sqlite_store.file_size()
+    assert before is not None and after is not None and after < before / 2
+
+
+def test_move_aside_takes_the_wal_along(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    for name in ("c.db", "c.db-wal", "c.db-shm"):
+        (tmp_path / name).write_bytes(name.encode())
+    moved = move_aside(path)
+    assert moved.name.startswith("c.db.broken-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([moved.name, moved.name + "-wal", moved.name + "-shm"])
+    assert (tmp_path / (moved.name + "-wal")).read_bytes() == b"c.db-wal"
+    path.write_bytes(b"again")
+    assert move_aside(path) != moved  # same second: a distinct name
+
+
+def test_alembic_operations_without_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with pytest.raises(StoreError, match="no such database"):
+        current_revision(path)
+    assert not path.exists()
+    head = head_revision()
+    assert upgrade(path) == (None, head)
+    assert current_revision(path) == head
+    assert upgrade(path) == (head, head)
+    assert downgrade(path, "base") == (head, None)
+    with pytest.raises(StoreError, match="read-only"):
+        Store(path, read_only=True)
+    with pytest.raises(StoreError, match="bogus"):
+        upgrade(path, "bogus")
+    assert upgrade(path)[1] == head
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="not a SQLite database"):
+        upgrade(garbage)
+    assert sqlite_path(f"sqlite:///{path}") == path and sqlite_path("postgresql://u@h/db") is None

@@ -139,6 +139,9 @@ class BytecodeCache:
 
             try:
                 self.store = Store(location, read_only=read_only)
+                # A file this process cannot write is opened read-only (the store warned once):
+                # then no write is attempted, rather than one failing per put.
+                self.read_only = read_only or self.store.read_only
             except BcacheError as exc:
                 if strict:
                     raise
@@ -170,8 +173,8 @@ class BytecodeCache:
         except StoreError as exc:
             self._warn(what, f"cache {what} failed, carrying on without it: {exc}")
             if what in ("put", "evict"):
-                with self._lock:
-                    self._counts["write_errors"] += 1
+                # Through the store too: stats read the shared counters, which must include this.
+                self._count("write_errors")
 
     def key_for(self, ast_node: Any) -> str:
         """The cache key of an AST node (structural, position-free, with the compiler fingerprint)."""
