@@ -104,8 +104,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="processes per program for warm vs cold")
     ap.add_argument("--limit", type=int, default=0, help="only the first N corpus programs")
+    ap.add_argument("--glob", default="*.zx", help="which corpus programs")
     args = ap.parse_args()
-    programs = sorted((ROOT / "tests" / "corpus").glob("*.zx"))
+    programs = sorted((ROOT / "tests" / "corpus").glob(args.glob))
     if args.limit:
         programs = programs[: args.limit]
     t0 = time.time()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import gc
 import hashlib
 import json
 import math
@@ -472,6 +473,11 @@ def decode(data: bytes) -> Any:
     if type(tree) is not list or not tree or tree[0] not in ("B", "M", "@"):
         raise _bad("top level is not a Bytecode")
     _STATE.memo = {}
+    # Rebuilding allocates thousands of containers, none garbage: without this, a collection of
+    # the oldest generation (the whole heap of zexus and SQLAlchemy objects) can land mid-decode
+    # and cost several milliseconds.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         result = _dec(tree, 0) if tree[0] != "M" else [_dec(b, 1) for b in tree[1:]]
     except RecursionError:
@@ -480,6 +486,8 @@ def decode(data: bytes) -> Any:
         raise _bad(f"malformed value ({exc})") from None
     finally:
         _STATE.memo = {}
+        if collecting:
+            gc.enable()
     if type(result) is Bytecode:
         return result
     if type(result) is not list:
