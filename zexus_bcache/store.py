@@ -287,7 +287,8 @@ class Store:
             if problem:
                 self.read_only = True
                 self.degraded = problem
-                log.warning("%s: %s; using the cache read-only: hits are served, nothing is written", self.path, problem)
+                message = "%s: %s; using the cache read-only: hits are served, nothing is written"
+                log.warning(message, self.path, problem)
 
     def _check_revision(self, current: str | None, head: str) -> None:
         if current == head:
@@ -300,9 +301,10 @@ class Store:
             )
         if self.read_only:
             state = "is empty" if current is None else f"is at an older schema revision ({current!r})"
+            fix = f"{self.degraded}: let its owner open it once" if self.degraded else "open it once without read_only"
             raise StoreError(
                 f"{self.name}: the database {state} and needs migrating to {head!r}, which a"
-                " read-only store cannot do; open it once without read_only to upgrade it"
+                f" read-only store cannot do; {fix} to upgrade it"
             )
 
     def _peek_sqlite_revision(self) -> str | None:
@@ -441,7 +443,8 @@ class Store:
             if hit is None:
                 self._pending[key] = [now, 1]
             else:
-                hit[0] = now
+                if now > hit[0]:  # another thread may have recorded a later use while we waited
+                    hit[0] = now
                 hit[1] += 1
             self._n_pending += 1
             due = self._n_pending >= self.flush_every or now >= self._next_flush
@@ -1341,10 +1344,12 @@ def _write_problem(path: Path) -> str | None:
         return None  # creating it says clearly if that is impossible
     if not os.access(path, os.W_OK):
         return "the database file is not writable"
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        wal, shm = _sqlite_files(path)[:2]
-        if not all(f.exists() and os.access(f, os.R_OK | os.W_OK) for f in (wal, shm)):
-            return "its directory is not writable (SQLite needs to create the -wal and -shm files there)"
+    wal, shm = _sqlite_files(path)[:2]
+    for side in (wal, shm):
+        if side.exists() and not os.access(side, os.R_OK | os.W_OK):
+            return f"{side.name} is not writable"
+    if not os.access(path.parent, os.W_OK | os.X_OK) and not (wal.exists() and shm.exists()):
+        return "its directory is not writable (SQLite needs to create the -wal and -shm files there)"
     return None
 
 
