@@ -317,3 +317,22 @@ def test_eight_processes_opening_a_fresh_database_migrate_it_once(location: str)
     assert all(r["ok"] for r in results), results
     assert [r["revision"] for r in results] == [head_revision()] * 8
     assert sum(r["migrated"] for r in results) == 1, results
+
+
+def test_head_revision_constant_matches_alembic() -> None:
+    assert schema.HEAD_REVISION == head_revision()
+
+
+def test_opening_an_up_to_date_cache_does_not_load_alembic(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    Store(db).close()
+    script = (
+        "import sys\n"
+        "from zexus_bcache.store import Store\n"
+        f"s = Store({str(db)!r}); s.put('k', b'x', kind='ast', fingerprint='f', codec_version=1,"
+        " n_instructions=1, n_constants=1); assert s.get('k').payload == b'x'; s.close()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

@@ -15,6 +15,10 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+HEAD_REVISION = "0001_initial"
+"""The newest revision in migrations/: opening an up-to-date cache compares with it instead of
+loading Alembic. A test keeps it equal to Alembic's head; a new revision must update it."""
+
 KINDS = ("ast", "source", "file")
 """What an entry's key was computed from."""
 

@@ -24,25 +24,29 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 import stat
 import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from . import schema
 from .errors import BcacheError, ConfigError, SchemaTooNewError, StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+# Alembic is imported only when a database needs migrating or a migration command runs: opening
+# an up-to-date cache (every warm start) compares its revision with schema.HEAD_REVISION and
+# never pays for importing Alembic (~80 ms).
 
 log = logging.getLogger("zexus_bcache")
 
@@ -118,6 +122,8 @@ def checksum(payload: bytes) -> str:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config for our shipped migrations, running on ``connection`` (no alembic.ini)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", f"{MIGRATIONS_PACKAGE}:")
     config.attributes["connection"] = connection
@@ -127,7 +133,22 @@ def alembic_config(connection: Connection | None = None) -> Config:
 @functools.cache
 def script_directory() -> ScriptDirectory:
     """The revisions shipped with this package (loaded once per process)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
+
+
+def _current_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """What opening or migrating can raise (Alembic's CommandError once Alembic is loaded)."""
+    alembic_util = sys.modules.get("alembic.util")
+    extra = (alembic_util.CommandError,) if alembic_util is not None else ()
+    return (sa.exc.SQLAlchemyError, sqlite3.Error, OSError, *extra)
 
 
 def head_revision() -> str:
@@ -177,7 +198,7 @@ def _public(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenat
             return method(self, *args, **kwargs)
         except BcacheError:
             raise
-        except (sa.exc.SQLAlchemyError, sqlite3.Error, CommandError, OSError) as exc:
+        except _errors() as exc:
             raise self._error(method.__name__, exc) from exc
 
     return wrapper
@@ -239,7 +260,7 @@ class Store:
         except BcacheError:
             self._dispose()
             raise
-        except (sa.exc.SQLAlchemyError, sqlite3.Error, CommandError, OSError) as exc:
+        except _errors() as exc:
             self._dispose()
             raise self._error("open", exc) from exc
         self._closed = False
@@ -252,7 +273,7 @@ class Store:
     # -- opening and migrating ---------------------------------------------------------------
 
     def _open(self) -> None:
-        head = head_revision()
+        head = schema.HEAD_REVISION
         if self.path is not None:
             self._check_sqlite_access()
             current = self._peek_sqlite_revision()
@@ -265,7 +286,7 @@ class Store:
         else:
             self._write_engine = self._engine
             with self._engine.connect() as conn:
-                current = MigrationContext.configure(conn).get_current_revision()
+                current = _current_revision(conn)
             self._check_revision(current, head)
         if current != head:
             self._migrate(head)
@@ -318,11 +339,13 @@ class Store:
             if self.dialect == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
             # Another process may have migrated while we waited for the lock.
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = _current_revision(conn)
             self._check_revision(current, head)
             if current == head:
                 return
             log.info("%s: migrating schema %s -> %s", self.name, current or "(empty)", head)
+            from alembic import command
+
             try:
                 command.upgrade(alembic_config(conn), "head")
             except Exception as exc:  # the transaction rolls back: DDL included, nothing changed
@@ -738,7 +761,7 @@ class Store:
     def revision(self) -> str | None:
         """The schema revision the database is at."""
         with self._engine_or_fail().connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return _current_revision(conn)
 
     # -- maintenance and inspection ----------------------------------------------------------
 
@@ -1164,7 +1187,7 @@ def move_aside(path: str | os.PathLike[str]) -> Path:
 def current_revision(url_or_path: str | os.PathLike[str]) -> str | None:
     """The schema revision of an existing database (None: empty), read without migrating anything."""
     with _maintenance_connection(url_or_path, read_only=True) as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _current_revision(conn)
 
 
 def upgrade(url_or_path: str | os.PathLike[str], revision: str = "head") -> tuple[str | None, str | None]:
@@ -1181,17 +1204,20 @@ def _run_alembic(url_or_path: str | os.PathLike[str], revision: str, *, down: bo
     with _maintenance_connection(url_or_path, read_only=False) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
-        before = MigrationContext.configure(conn).get_current_revision()
+        before = _current_revision(conn)
         if before is not None and before not in _known_revisions():
             raise SchemaTooNewError(
                 f"the database is at schema revision {before!r}, which this zexus_bcache does not"
                 f" know (newest known: {head_revision()!r}): upgrade zexus_bcache. Nothing was changed."
             )
+        from alembic import command
+        from alembic.util import CommandError
+
         try:
             (command.downgrade if down else command.upgrade)(alembic_config(conn), revision)
         except CommandError as exc:
             raise StoreError(f"cannot {'downgrade' if down else 'upgrade'} to {revision!r}: {exc}") from exc
-        after = MigrationContext.configure(conn).get_current_revision()
+        after = _current_revision(conn)
     return before, after
 
 
@@ -1234,7 +1260,7 @@ def _maintenance_connection(
             yield conn
     except BcacheError as exc:
         raise type(exc)(f"{name}: {exc}") from exc
-    except (sa.exc.SQLAlchemyError, sqlite3.Error, CommandError, OSError) as exc:
+    except _errors() as exc:
         raise StoreError(f"{name}: {exc}") from exc
     finally:
         engine.dispose()
