@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -316,9 +317,8 @@ _OTHER_OPERATOR = {"+": "-", "-": "+", "*": "/", "/": "*", "%": "*", "==": "!=",
                    "<=": "<", ">": ">=", ">=": ">", "&&": "||", "||": "&&", "!": "-", "and": "or", "or": "and"}
 
 
-def mutation_sites(tree: Any) -> list[tuple[Any, str, Any]]:
-    """Every literal, identifier name and operator in a tree, with a different value for it."""
-    sites = []
+def tree_objects(tree: Any) -> Iterator[Any]:
+    """Every node-like object in a tree (each once), children pushed after their parent is yielded."""
     stack, seen = [tree], set()
     while stack:
         v = stack.pop()
@@ -327,10 +327,17 @@ def mutation_sites(tree: Any) -> list[tuple[Any, str, Any]]:
         seen.add(id(v))
         if isinstance(v, (list, tuple)):
             stack.extend(v)
-            continue
-        if isinstance(v, dict):
+        elif isinstance(v, dict):
             stack.extend(v.values())
-            continue
+        else:
+            stack.extend(vars(v).values())
+            yield v
+
+
+def mutation_sites(tree: Any) -> list[tuple[Any, str, Any]]:
+    """Every literal, identifier name and operator in a tree, with a different value for it."""
+    sites = []
+    for v in tree_objects(tree):
         attrs = vars(v)
         value = attrs.get("value")
         if isinstance(v, zexus_ast.Boolean) and type(value) is bool:
@@ -344,7 +351,6 @@ def mutation_sites(tree: Any) -> list[tuple[Any, str, Any]]:
         if type(attrs.get("operator")) is str:
             op = attrs["operator"]
             sites.append((v, "operator", _OTHER_OPERATOR.get(op, op + "=")))
-        stack.extend(attrs.values())
     return sites
 
 
@@ -373,25 +379,12 @@ def test_positions_are_not_keyed():
     for path, source in programs():
         tree = copy.deepcopy(fresh_parse(source, path))
         original = keys.ast_key(tree, fp)
-        stack, seen, moved = [tree], set(), 0
-        while stack:
-            v = stack.pop()
-            if id(v) in seen or isinstance(v, (str, int, float, bool, type(None))):
-                continue
-            seen.add(id(v))
-            if isinstance(v, (list, tuple)):
-                stack.extend(v)
-                continue
-            if isinstance(v, dict):
-                stack.extend(v.values())
-                continue
-            stack.extend(vars(v).values())
+        for moved, v in enumerate(list(tree_objects(tree))):
             if moved % 3 == 0:
                 v.__dict__.pop("line", None)
                 v.__dict__.pop("column", None)
             else:
                 v.line, v.column, v.token_line = moved + 1000, 7, 1
-            moved += 1
         assert keys.ast_key(tree, fp) == original, path
 
 
