@@ -107,3 +107,21 @@ def test_run_prints_what_zx_run_prints_and_hits_the_second_time(program: Path, t
     with BytecodeCache(path=db) as cache:
         stats = cache.get_stats()
     assert stats["store_hits"] == 1 and stats["misses"] == 1
+
+
+def test_a_warm_run_does_not_import_sqlalchemy(tmp_path: Path) -> None:
+    program = next(iter(corpus_programs()))
+    db = tmp_path / "bcache.db"
+    assert _ours(program, db).returncode == 0  # cold: creates, migrates and fills the cache
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from zexus_bcache import cli
+        cli.main(["--cache", {str(db)!r}, "run", "--timings", {str(program)!r}], standalone_mode=False)
+        print("sqlalchemy imported:", "sqlalchemy" in sys.modules)
+        """
+    )
+    warm = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert "hit (store)" in warm.stderr
+    assert warm.stdout.rstrip().endswith("sqlalchemy imported: False")

@@ -267,7 +267,7 @@ def test_failed_flush_keeps_pending_and_get_never_raises(
         assert sum("could not save" in r.getMessage() for r in caplog.records) == 1  # warned once
         with pytest.raises(StoreError, match="flush failed") as info:
             store.flush()
-        assert isinstance(info.value.__cause__, sa.exc.OperationalError)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)  # flushed on the raw connection
         assert store.info("k")["access_count"] == 3  # type: ignore[index]
         assert store.counters()["store_hits"] == 3
         blocker.execute("ROLLBACK")
@@ -763,3 +763,60 @@ def test_alembic_operations_without_a_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a SQLite database"):
         upgrade(garbage)
     assert sqlite_path(f"sqlite:///{path}") == path and sqlite_path("postgresql://u@h/db") is None
+
+
+# -- the warm path without SQLAlchemy ------------------------------------------------------------
+
+
+def _normalized(sql_text: str) -> str:
+    return " ".join(sql_text.split())
+
+
+def test_literal_hot_sql_is_what_core_compiles_from_the_schema() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from zexus_bcache import schema, store as store_mod
+
+    dialect = sqlite.dialect()
+    statements = store_mod._statements("sqlite")
+    assert store_mod._ENTRY_COLUMNS == tuple(schema.entries.c.keys())
+    compiled = {
+        "_SQL_SELECT_ENTRY": (statements.select_entry.compile(dialect=dialect), ("key",)),
+        "_SQL_PUT_BLOB": (statements.put_blob.compile(dialect=dialect, column_keys=["checksum", "payload"]), ("checksum", "payload")),
+        "_SQL_PUT_ENTRY": (
+            statements.put_entry.compile(dialect=dialect, column_keys=list(store_mod._ENTRY_COLUMNS)),
+            store_mod._ENTRY_COLUMNS,
+        ),
+        "_SQL_TOUCH": (statements.touch.compile(dialect=dialect), ("t", "t", "n", "k")),
+        "_SQL_BUMP": (statements.bump.compile(dialect=dialect), ("d", "c")),
+    }
+    for name, (statement, parameters) in compiled.items():
+        assert _normalized(getattr(store_mod, name)) == _normalized(str(statement)), name
+        assert tuple(statement.positiontup or ()) == parameters, name
+    # The SELECT returns StoredEntry's fields after the key, in order.
+    selected = [column.name for column in statements.select_entry.selected_columns]
+    assert selected == list(StoredEntry._fields[1:])
+
+
+def test_a_warm_start_does_not_import_sqlalchemy(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with Store(db) as s:
+        s.put("k", b"x", **meta())
+    script = (
+        "import sys\n"
+        "from zexus_bcache.store import Store\n"
+        f"s = Store({str(db)!r}, flush_every=1)\n"
+        "assert s.get('k').payload == b'x'\n"
+        "s.touch('k', 'front_hits'); s.add(store_hits=1, misses=1)\n"
+        "s.put('k2', b'y', kind='ast', fingerprint='f', codec_version=1, n_instructions=1, n_constants=1)\n"
+        "s.flush(); s.close()\n"
+        "print('sqlalchemy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+    with Store(db) as s:  # what the child wrote through the raw statements is there
+        assert s.get("k2") is not None and s.get("k2").payload == b"y"  # type: ignore[union-attr]
+        assert s.info("k")["access_count"] == 2  # type: ignore[index]
+        counters = s.counters()
+    assert counters["front_hits"] == 1 and counters["store_hits"] == 1 and counters["misses"] == 1

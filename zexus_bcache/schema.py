@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, String, Table
 
+# Re-exported: the names and values the store needs without the tables (see constants.py).
+from .constants import COUNTERS, DEFAULT_SETTINGS, HEAD_REVISION, KINDS, POLICIES  # noqa: F401
+
 # Named constraints and indexes, so migrations (and batch rebuilds on SQLite) can refer to them.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -14,22 +17,6 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-HEAD_REVISION = "0001_initial"
-"""The newest revision in migrations/: opening an up-to-date cache compares with it instead of
-loading Alembic. A test keeps it equal to Alembic's head; a new revision must update it."""
-
-KINDS = ("ast", "source", "file")
-"""What an entry's key was computed from."""
-
-COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors")
-"""Cumulative statistics, summed over every process that used the database."""
-
-POLICIES = ("lru", "lfu")
-"""Eviction policies the store knows how to order by."""
-
-DEFAULT_SETTINGS = {"max_entries": "100000", "max_bytes": str(256 * 1024 * 1024), "policy": "lru"}
-"""Settings seeded by the initial migration; a limit of 0 means unlimited."""
 
 # entries.checksum -> blobs.checksum: payloads are content-addressed (Bazel's AC/CAS split), so
 # identical bytecode (one program under its ast, source and file keys) is stored once, and the

@@ -3,9 +3,13 @@
 All SQL lives here and in :mod:`zexus_bcache.schema`. Three things shape this module:
 
 * ``get`` is the hot path and never writes. On SQLite it runs one prepared SELECT on a raw
-  ``sqlite3`` connection held per thread (SQLAlchemy Core costs ~15 µs more per statement);
-  every other statement goes through Core. Hits are recorded in memory (last access, +1 count)
-  and flushed in batches, so LRU/LFU order stays right without a write transaction per read.
+  ``sqlite3`` connection held per thread (SQLAlchemy Core costs ~15 µs more per statement).
+  Hits are recorded in memory (last access, +1 count) and flushed in batches, so LRU/LFU order
+  stays right without a write transaction per read.
+* A warm start never imports SQLAlchemy (~160 ms a process): on SQLite, opening an up-to-date
+  database, ``get``, ``put`` and the flush of hits and counters run literal SQL (below, checked
+  against the Core statements built from :mod:`zexus_bcache.schema` by the tests) on those raw
+  connections. The Core engine is created the first time anything else needs it.
 * Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``): SQLAlchemy's documented
   pysqlite fix (``isolation_level = None`` at connect, our own ``BEGIN`` in the ``begin`` event)
   with the BEGIN variant chosen by an execution option of the write engine.
@@ -33,19 +37,17 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
-
-from . import schema
+from . import constants
 from .errors import BcacheError, ConfigError, SchemaTooNewError, StoreError
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
     from alembic.config import Config
     from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
 
 # Alembic is imported only when a database needs migrating or a migration command runs: opening
-# an up-to-date cache (every warm start) compares its revision with schema.HEAD_REVISION and
+# an up-to-date cache (every warm start) compares its revision with constants.HEAD_REVISION and
 # never pays for importing Alembic (~80 ms).
 
 log = logging.getLogger("zexus_bcache")
@@ -58,11 +60,7 @@ _CHUNK = 500  # keys per IN (...) list
 _CACHE_KIB = 32 * 1024  # SQLite page cache per connection (diskcache uses the same)
 _MMAP_BYTES = 64 * 1024 * 1024  # memory-mapped reads: no read() call per page (as diskcache)
 
-_entries = schema.entries
-_blobs = schema.blobs
-_counters = schema.counters
-_settings = schema.settings
-_COUNTER_NAMES = frozenset(schema.COUNTERS)
+_COUNTER_NAMES = frozenset(constants.COUNTERS)
 
 
 class Orphans(NamedTuple):
@@ -89,30 +87,153 @@ class StoredEntry(NamedTuple):
     payload: bytes
 
 
-_ENTRY_COLUMNS = tuple(_entries.c.keys())
-_HIT_COLUMNS = [_entries.c[name] for name in StoredEntry._fields[1:-1]] + [_blobs.c.payload]
 _make_entry: Callable[[Iterable[Any]], StoredEntry] = functools.partial(tuple.__new__, StoredEntry)
 
-# Eviction policies are data: the order in which entries go first (the rest is shared SQL).
-_VICTIM_ORDER: dict[str, tuple[sa.ColumnElement[Any], ...]] = {
-    "lru": (_entries.c.last_access, _entries.c.key),
-    "lfu": (_entries.c.access_count, _entries.c.last_access, _entries.c.key),
-}
-assert set(_VICTIM_ORDER) == set(schema.POLICIES)
-
-_SORTS: dict[str, sa.ColumnElement[Any]] = {
-    "last_access": _entries.c.last_access,
-    "created_at": _entries.c.created_at,
-    "size": _entries.c.payload_size,
-    "access_count": _entries.c.access_count,
-    "key": _entries.c.key,
-    "source_path": _entries.c.source_path,
-}
-SORTS = tuple(_SORTS)
+SORTS = ("last_access", "created_at", "size", "access_count", "key", "source_path")
 """What :meth:`Store.entries` can sort by."""
+
+# -- the hot statements on SQLite, written out -------------------------------------------------
+# So that a warm start never imports SQLAlchemy. Each is exactly what SQLAlchemy compiles for
+# SQLite from the Core statement of the same name in _statements(), built from schema.py: a test
+# compiles those and compares (tests/test_store.py), so the schema stays the one source of truth.
+# Parameters are positional, in the order noted.
+
+_ENTRY_COLUMNS = (
+    "key", "kind", "fingerprint", "codec_version", "checksum", "source_hash", "mem_size", "payload_size",
+    "n_instructions", "n_constants", "source_path", "created_at", "last_access", "access_count",
+)  # schema.entries' columns, in order: the parameters of _SQL_PUT_ENTRY
+
+# (key); returns StoredEntry's fields between key and payload, then the payload.
+_SQL_SELECT_ENTRY = (
+    "SELECT entries.kind, entries.fingerprint, entries.codec_version, entries.checksum,"
+    " entries.source_hash, entries.mem_size, blobs.payload"
+    " FROM entries JOIN blobs ON blobs.checksum = entries.checksum"
+    ' WHERE entries."key" = ?'
+)
+# (checksum, payload)
+_SQL_PUT_BLOB = (
+    "INSERT INTO blobs (checksum, payload) VALUES (?, ?)"
+    " ON CONFLICT (checksum) DO UPDATE SET payload = excluded.payload"
+    " WHERE blobs.payload IS NOT excluded.payload"
+)
+# (*_ENTRY_COLUMNS)
+_SQL_PUT_ENTRY = (
+    'INSERT INTO entries ("key", kind, fingerprint, codec_version, checksum, source_hash, mem_size,'
+    " payload_size, n_instructions, n_constants, source_path, created_at, last_access, access_count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ' ON CONFLICT ("key") DO UPDATE SET kind = excluded.kind, fingerprint = excluded.fingerprint,'
+    " codec_version = excluded.codec_version, checksum = excluded.checksum,"
+    " source_hash = excluded.source_hash, mem_size = excluded.mem_size,"
+    " payload_size = excluded.payload_size, n_instructions = excluded.n_instructions,"
+    " n_constants = excluded.n_constants, source_path = excluded.source_path,"
+    " last_access = CASE WHEN (entries.last_access > excluded.last_access)"
+    " THEN entries.last_access ELSE excluded.last_access END"
+)
+# (t, t, n, k): a key's last use and how many more uses
+_SQL_TOUCH = (
+    "UPDATE entries SET last_access=CASE WHEN (entries.last_access < ?) THEN ? ELSE entries.last_access END,"
+    ' access_count=(entries.access_count + ?) WHERE entries."key" = ?'
+)
+# (d, c): add d to counter c
+_SQL_BUMP = "UPDATE counters SET value=(counters.value + ?) WHERE counters.name = ?"
 
 # What an eviction report says about each entry it removes.
 _REPORT_COLUMNS = ("key", "kind", "source_path", "payload_size", "last_access", "access_count")
+
+
+class _Core(NamedTuple):
+    """The tables and what is built from them: loaded the first time a Core statement is needed."""
+
+    entries: sa.Table
+    blobs: sa.Table
+    counters: sa.Table
+    settings: sa.Table
+    victim_order: dict[str, tuple[sa.ColumnElement[Any], ...]]
+    sorts: dict[str, sa.ColumnElement[Any]]
+
+
+@functools.cache
+def _core() -> _Core:
+    """The schema's tables, with the eviction orders and sorts over them (imports SQLAlchemy)."""
+    from . import schema
+
+    e = schema.entries.c
+    # Eviction policies are data: the order in which entries go first (the rest is shared SQL).
+    victim_order = {
+        "lru": (e.last_access, e.key),
+        "lfu": (e.access_count, e.last_access, e.key),
+    }
+    assert set(victim_order) == set(constants.POLICIES)
+    sorts = {
+        "last_access": e.last_access,
+        "created_at": e.created_at,
+        "size": e.payload_size,
+        "access_count": e.access_count,
+        "key": e.key,
+        "source_path": e.source_path,
+    }
+    assert tuple(sorts) == SORTS
+    return _Core(schema.entries, schema.blobs, schema.counters, schema.settings, victim_order, sorts)
+
+
+class _Statements(NamedTuple):
+    """The store's Core statements for one dialect (on SQLite the hot ones run as the _SQL_* text)."""
+
+    insert: Callable[..., Any]  # the dialect's INSERT, which has on_conflict_do_update
+    put_blob: Any
+    put_entry: Any
+    select_entry: Any
+    touch: Any
+    bump: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """Build the Core statements of ``dialect`` ("sqlite" or "postgresql") from the schema."""
+    import sqlalchemy as sa
+
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    core = _core()
+    entries, blobs, e = core.entries, core.blobs, core.entries.c
+    # A re-put repairs a damaged blob: same checksum, different bytes on disk.
+    blob = insert(blobs)
+    put_blob = blob.on_conflict_do_update(
+        index_elements=[blobs.c.checksum],
+        set_={"payload": blob.excluded.payload},
+        where=blobs.c.payload.is_distinct_from(blob.excluded.payload),
+    )
+    entry = insert(entries)
+    replaced = {
+        c.name: entry.excluded[c.name] for c in e if c.name not in ("key", "created_at", "access_count", "last_access")
+    }
+    # A put is a use, but never moves last_access back: a put that waited for the write lock
+    # commits after hits of other processes that were flushed meanwhile (LRU order would regress).
+    new_access = entry.excluded.last_access
+    replaced["last_access"] = sa.case((e.last_access > new_access, e.last_access), else_=new_access)
+    put_entry = entry.on_conflict_do_update(index_elements=[e.key], set_=replaced)
+    hit_columns = [e[name] for name in StoredEntry._fields[1:-1]] + [blobs.c.payload]
+    select_entry = (
+        sa.select(*hit_columns).join_from(entries, blobs, blobs.c.checksum == e.checksum).where(e.key == sa.bindparam("key"))
+    )
+    t = sa.bindparam("t", type_=sa.Float)
+    touch = (
+        sa.update(entries)
+        .where(e.key == sa.bindparam("k"))
+        .values(
+            last_access=sa.case((e.last_access < t, t), else_=e.last_access),
+            access_count=e.access_count + sa.bindparam("n", type_=sa.Integer),
+        )
+    )
+    counters = core.counters
+    bump = (
+        sa.update(counters)
+        .where(counters.c.name == sa.bindparam("c"))
+        .values(value=counters.c.value + sa.bindparam("d", type_=sa.BigInteger))
+    )
+    return _Statements(insert, put_blob, put_entry, select_entry, touch, bump)
 
 
 def checksum(payload: bytes) -> str:
@@ -145,10 +266,15 @@ def _current_revision(conn: Connection) -> str | None:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    """What opening or migrating can raise (Alembic's CommandError once Alembic is loaded)."""
+    """What a database operation can raise: SQLAlchemy's and Alembic's errors once they are loaded."""
+    extra: tuple[type[BaseException], ...] = ()
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        extra += (sa_exc.SQLAlchemyError,)
     alembic_util = sys.modules.get("alembic.util")
-    extra = (alembic_util.CommandError,) if alembic_util is not None else ()
-    return (sa.exc.SQLAlchemyError, sqlite3.Error, OSError, *extra)
+    if alembic_util is not None:
+        extra += (alembic_util.CommandError,)
+    return (sqlite3.Error, OSError, *extra)
 
 
 def head_revision() -> str:
@@ -165,12 +291,12 @@ def _known_revisions() -> frozenset[str]:
 
 def parse_setting(name: str, value: object) -> int | str:
     """Validate one setting; return it typed (int limits, 0 = unlimited; policy 'lru'|'lfu')."""
-    if name not in schema.DEFAULT_SETTINGS:
-        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(schema.DEFAULT_SETTINGS)}")
+    if name not in constants.DEFAULT_SETTINGS:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(constants.DEFAULT_SETTINGS)}")
     if name == "policy":
         policy = str(value).strip().lower()
-        if policy not in schema.POLICIES:
-            raise ConfigError(f"policy must be one of {', '.join(schema.POLICIES)}, not {value!r}")
+        if policy not in constants.POLICIES:
+            raise ConfigError(f"policy must be one of {', '.join(constants.POLICIES)}, not {value!r}")
         return policy
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}")
@@ -246,15 +372,20 @@ class Store:
         self._local = threading.local()
         # Weakly held: a thread's connection closes when the thread ends (its local goes), or on close().
         self._raw: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
-        self._raw_select: str | None = None
+        self._raw_sql = False  # whether the hot statements run as literal SQL on raw connections (SQLite)
 
-        self.path, self.url = _locate(url_or_path)
-        self.name = str(self.path) if self.path else self.url.render_as_string(hide_password=True)
-        self.dialect = self.url.get_backend_name()
+        self.path, self._server_url = _locate(url_or_path)
+        if self._server_url is None:
+            self.name, self.dialect = str(self.path), "sqlite"
+        else:
+            self.name = self._server_url.render_as_string(hide_password=True)
+            self.dialect = self._server_url.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"{self.name}: unsupported database {self.dialect!r} (SQLite or PostgreSQL)")
+        # The Core engine, and its variant whose transactions BEGIN IMMEDIATE: made on first use.
         self._engine: Engine | None = None
-        self._write_engine: Engine  # the engine whose transactions BEGIN IMMEDIATE (set by _open)
+        self._immediate_engine: Engine | None = None
+        self._engine_lock = threading.Lock()
         try:
             self._open()
         except BcacheError:
@@ -265,7 +396,7 @@ class Store:
             raise self._error("open", exc) from exc
         self._closed = False
         _LIVE.add(self)
-        if self._raw_select is not None:
+        if self._raw_sql:
             # Open this thread's read connection now: the first get of a warm start is then one
             # SELECT, and a file that cannot be read fails here, not in the middle of a run.
             self._thread_cursor()
@@ -273,24 +404,20 @@ class Store:
     # -- opening and migrating ---------------------------------------------------------------
 
     def _open(self) -> None:
-        head = schema.HEAD_REVISION
+        head = constants.HEAD_REVISION
         if self.path is not None:
             self._check_sqlite_access()
             current = self._peek_sqlite_revision()
             self._check_revision(current, head)
             if not self.read_only:
                 _create_private_file(self.path)
-        self._engine = self._create_engine()
-        if self.dialect == "sqlite":
-            self._write_engine = self._engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         else:
-            self._write_engine = self._engine
-            with self._engine.connect() as conn:
+            with self._core_engine().connect() as conn:
                 current = _current_revision(conn)
             self._check_revision(current, head)
         if current != head:
             self._migrate(head)
-        self._build_statements()
+        self._raw_sql = self.path is not None
 
     def _check_sqlite_access(self) -> None:
         """Refuse a file anyone could have planted bytecode in; open one we cannot write read-only."""
@@ -337,6 +464,8 @@ class Store:
         """Upgrade to head once: under SQLite's write lock or a PostgreSQL advisory lock."""
         with self._write_engine.connect() as conn, conn.begin():
             if self.dialect == "postgresql":
+                import sqlalchemy as sa
+
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
             # Another process may have migrated while we waited for the lock.
             current = _current_revision(conn)
@@ -354,6 +483,9 @@ class Store:
             self.migrated = True
 
     def _create_engine(self) -> Engine:
+        import sqlalchemy as sa
+        from sqlalchemy import event
+
         if self.path is None:
             options = {"postgresql_readonly": True} if self.read_only else {}
             return sa.create_engine(self.url, execution_options=options)
@@ -371,72 +503,11 @@ class Store:
         event.listen(engine, "begin", _emit_begin)
         return engine
 
-    def _build_statements(self) -> None:
-        e = _entries.c
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        self._insert = insert
-        # A re-put repairs a damaged blob: same checksum, different bytes on disk.
-        blob = insert(_blobs)
-        self._put_blob = blob.on_conflict_do_update(
-            index_elements=[_blobs.c.checksum],
-            set_={"payload": blob.excluded.payload},
-            where=_blobs.c.payload.is_distinct_from(blob.excluded.payload),
-        )
-        entry = insert(_entries)
-        replaced = {
-            c.name: entry.excluded[c.name]
-            for c in _entries.c
-            if c.name not in ("key", "created_at", "access_count", "last_access")
-        }
-        # A put is a use, but never moves last_access back: a put that waited for the write lock
-        # commits after hits of other processes that were flushed meanwhile (LRU order would regress).
-        new_access = entry.excluded.last_access
-        replaced["last_access"] = sa.case((e.last_access > new_access, e.last_access), else_=new_access)
-        self._put_entry = entry.on_conflict_do_update(index_elements=[e.key], set_=replaced)
-        self._select_entry = (
-            sa.select(*_HIT_COLUMNS)
-            .join_from(_entries, _blobs, _blobs.c.checksum == e.checksum)
-            .where(e.key == sa.bindparam("key"))
-        )
-        if self.dialect == "sqlite":
-            # The hot statements, compiled from the Core constructs above, run on raw connections.
-            dialect = self._engine_or_fail().dialect
-            self._raw_select = str(self._select_entry.compile(dialect=dialect))
-            blob_keys = ["checksum", "payload"]
-            self._raw_put_blob = str(self._put_blob.compile(dialect=dialect, column_keys=blob_keys))
-            compiled = self._put_entry.compile(dialect=dialect, column_keys=list(_ENTRY_COLUMNS))
-            assert tuple(compiled.positiontup or ()) == _ENTRY_COLUMNS
-            self._raw_put_entry = str(compiled)
-        t = sa.bindparam("t", type_=sa.Float)
-        self._touch = (
-            sa.update(_entries)
-            .where(e.key == sa.bindparam("k"))
-            .values(
-                last_access=sa.case((e.last_access < t, t), else_=e.last_access),
-                access_count=e.access_count + sa.bindparam("n", type_=sa.Integer),
-            )
-        )
-        self._bump = (
-            sa.update(_counters)
-            .where(_counters.c.name == sa.bindparam("c"))
-            .values(value=_counters.c.value + sa.bindparam("d", type_=sa.BigInteger))
-        )
-        self._raw_touch: tuple[str, tuple[str, ...]] | None = None
-        if self.dialect == "sqlite":
-            # Flushed rows go to the driver as tuples: Core's per-row parameter processing
-            # costs more than SQLite's UPDATE itself (~5.4 vs ~3.1 µs a row, measured).
-            touch = self._touch.compile(dialect=self._engine_or_fail().dialect)
-            self._raw_touch = (str(touch), tuple(touch.positiontup or ()))
-            assert set(self._raw_touch[1]) == {"k", "t", "n"}
-
     # -- the hot path ------------------------------------------------------------------------
 
     def get(self, key: str) -> StoredEntry | None:
         """The entry stored under ``key`` or None; reads only (the hit is recorded in memory)."""
-        if self._raw_select is None:
+        if not self._raw_sql:
             row = self._get_core(key)
         else:
             try:
@@ -444,7 +515,7 @@ class Store:
             except AttributeError:
                 cursor = self._thread_cursor()
             try:
-                row = cursor.execute(self._raw_select, (key,)).fetchone()
+                row = cursor.execute(_SQL_SELECT_ENTRY, (key,)).fetchone()
             except sqlite3.Error as exc:
                 raise self._error("get", exc) from exc
         if row is None:
@@ -479,9 +550,9 @@ class Store:
         if self._closed:
             raise StoreError(f"{self.name}: the store is closed")
         try:
-            with self._engine_or_fail().connect() as conn:
-                return conn.execute(self._select_entry, {"key": key}).first()
-        except sa.exc.SQLAlchemyError as exc:
+            with self._core_engine().connect() as conn:
+                return conn.execute(_statements(self.dialect).select_entry, {"key": key}).first()
+        except _errors() as exc:
             raise self._error("get", exc) from exc
 
     def _thread_cursor(self) -> sqlite3.Cursor:
@@ -524,55 +595,52 @@ class Store:
         mem_size: int | None = None,
     ) -> None:
         """Insert or replace the entry under ``key`` (payload size and checksum computed here)."""
-        if kind not in schema.KINDS:
-            raise ConfigError(f"kind must be one of {', '.join(schema.KINDS)}, not {kind!r}")
+        if kind not in constants.KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(constants.KINDS)}, not {kind!r}")
         self._require_writable("put")
         payload = bytes(payload)
         digest = checksum(payload)
         now = time.time()
         source = None if source_path is None else os.fspath(source_path)
-        # In schema.entries column order (checked when the statements are built).
+        # In schema.entries column order (_ENTRY_COLUMNS).
         entry = (key, kind, fingerprint, codec_version, digest, source_hash, mem_size, len(payload))
         entry += (n_instructions, n_constants, source, now, now, 0)
-        if self._raw_select is None:
+        if not self._raw_sql:
+            statements = _statements(self.dialect)
             with self._write_engine.begin() as conn:
-                conn.execute(self._put_blob, {"checksum": digest, "payload": payload})
-                conn.execute(self._put_entry, dict(zip(_ENTRY_COLUMNS, entry)))
+                conn.execute(statements.put_blob, {"checksum": digest, "payload": payload})
+                conn.execute(statements.put_entry, dict(zip(_ENTRY_COLUMNS, entry)))
         else:
-            try:
-                cursor = self._local.cursor
-            except AttributeError:
-                cursor = self._thread_cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                cursor.execute(self._raw_put_blob, (digest, payload))
-                cursor.execute(self._raw_put_entry, entry)
-                cursor.execute("COMMIT")
-            except BaseException:
-                if cursor.connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-                raise
+            with self._raw_transaction() as cursor:
+                cursor.execute(_SQL_PUT_BLOB, (digest, payload))
+                cursor.execute(_SQL_PUT_ENTRY, entry)
         if self._n_pending and (self._n_pending >= self.flush_every or now >= self._next_flush):
             self._auto_flush()
 
     @_public
     def delete(self, key: str) -> bool:
         """Remove one entry; True if it existed."""
+        import sqlalchemy as sa
+
+        entries = _core().entries
         self._require_writable("delete")
         with self._write_engine.begin() as conn:
-            deleted = conn.execute(sa.delete(_entries).where(_entries.c.key == key)).rowcount
+            deleted = conn.execute(sa.delete(entries).where(entries.c.key == key)).rowcount
         self._forget([key])
         return deleted > 0
 
     @_public
     def delete_many(self, keys: Iterable[str]) -> int:
         """Remove the entries under the given keys in one transaction; return how many existed."""
+        import sqlalchemy as sa
+
+        entries = _core().entries
         self._require_writable("delete")
         keys = list(dict.fromkeys(keys))
         deleted = 0
         with self._write_engine.begin() as conn:
             for chunk in _chunks(keys):
-                deleted += conn.execute(sa.delete(_entries).where(_entries.c.key.in_(chunk))).rowcount
+                deleted += conn.execute(sa.delete(entries).where(entries.c.key.in_(chunk))).rowcount
         self._forget(keys)
         return deleted
 
@@ -591,6 +659,9 @@ class Store:
 
         ``other_than_fingerprints`` keeps the entries made by any of the given compilers.
         """
+        import sqlalchemy as sa
+
+        entries = _core().entries
         conditions = _filters(
             fingerprint=fingerprint,
             other_than_fingerprint=other_than_fingerprint,
@@ -605,14 +676,17 @@ class Store:
         if older_than is not None:
             self.flush()  # recent hits still in memory must count
         with self._write_engine.begin() as conn:
-            return conn.execute(sa.delete(_entries).where(*conditions)).rowcount
+            return conn.execute(sa.delete(entries).where(*conditions)).rowcount
 
     @_public
     def clear(self) -> int:
         """Delete every entry; return how many went (counters and settings stay)."""
+        import sqlalchemy as sa
+
+        entries = _core().entries
         self._require_writable("clear")
         with self._write_engine.begin() as conn:
-            deleted = conn.execute(sa.delete(_entries)).rowcount
+            deleted = conn.execute(sa.delete(entries)).rowcount
         with self._lock:
             self._pending.clear()
         return deleted
@@ -652,6 +726,9 @@ class Store:
         are enforced on the rest. ``dry_run`` computes the same rows and deletes nothing (it also
         works on a read-only store).
         """
+        import sqlalchemy as sa
+
+        entries = _core().entries
         if not dry_run:
             self._require_writable("evict")
         if max_entries is not None:
@@ -663,7 +740,7 @@ class Store:
         if older_than is not None and not float(older_than) >= 0:
             raise ConfigError(f"older_than must be a number of seconds >= 0, not {older_than!r}")
         self.flush()  # so the order sees this process's recent hits
-        engine = self._engine_or_fail() if dry_run else self._write_engine
+        engine = self._core_engine() if dry_run else self._write_engine
         with engine.begin() as conn:
             if max_entries is None or max_bytes is None or policy is None:
                 current = _read_settings(conn)
@@ -674,17 +751,17 @@ class Store:
             remaining: list[sa.ColumnElement[bool]] = []
             if older_than is not None:
                 (too_old,) = _filters(older_than=older_than)
-                query = sa.select(*(_entries.c[name] for name in _REPORT_COLUMNS)).where(too_old)
-                query = query.order_by(_entries.c.last_access, _entries.c.key)
+                query = sa.select(*(entries.c[name] for name in _REPORT_COLUMNS)).where(too_old)
+                query = query.order_by(entries.c.last_access, entries.c.key)
                 victims += [dict(row._mapping, reason="age") for row in conn.execute(query)]
                 remaining.append(sa.not_(too_old))
             victims += _victims(conn, int(max_entries), int(max_bytes), str(policy), remaining)
             keys = [row["key"] for row in victims]
             if not dry_run:
                 for chunk in _chunks(keys):
-                    conn.execute(sa.delete(_entries).where(_entries.c.key.in_(chunk)))
+                    conn.execute(sa.delete(entries).where(entries.c.key.in_(chunk)))
                 if keys:
-                    conn.execute(self._bump, [{"c": "evictions", "d": len(keys)}])
+                    conn.execute(_statements(self.dialect).bump, [{"c": "evictions", "d": len(keys)}])
         if not dry_run:
             self._forget(keys)
         return victims
@@ -694,25 +771,37 @@ class Store:
     @_public
     def count(self) -> int:
         """How many entries are stored."""
-        return int(self._scalar(sa.select(sa.func.count()).select_from(_entries)))
+        import sqlalchemy as sa
+
+        entries = _core().entries
+        return int(self._scalar(sa.select(sa.func.count()).select_from(entries)))
 
     @_public
     def total_bytes(self) -> int:
         """The sum of all payload sizes."""
-        return int(self._scalar(sa.select(sa.func.coalesce(sa.func.sum(_entries.c.payload_size), 0))))
+        import sqlalchemy as sa
+
+        entries = _core().entries
+        return int(self._scalar(sa.select(sa.func.coalesce(sa.func.sum(entries.c.payload_size), 0))))
 
     @_public
     def keys(self, kind: str | None = None, prefix: str | None = None) -> list[str]:
         """Every stored key (of one kind, starting with a prefix, if given), sorted."""
-        query = sa.select(_entries.c.key).where(*_filters(kind=kind, prefix=prefix)).order_by(_entries.c.key)
-        with self._engine_or_fail().connect() as conn:
+        import sqlalchemy as sa
+
+        entries = _core().entries
+        query = sa.select(entries.c.key).where(*_filters(kind=kind, prefix=prefix)).order_by(entries.c.key)
+        with self._core_engine().connect() as conn:
             return list(conn.scalars(query))
 
     @_public
     def info(self, key: str) -> dict[str, Any] | None:
         """Every column but the payload, with this process's unflushed hits applied; None if absent."""
-        query = sa.select(*_entries.c).where(_entries.c.key == key)
-        with self._engine_or_fail().connect() as conn:
+        import sqlalchemy as sa
+
+        entries = _core().entries
+        query = sa.select(*entries.c).where(entries.c.key == key)
+        with self._core_engine().connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else self._with_pending(row._asdict())
 
@@ -733,23 +822,28 @@ class Store:
         ``path_glob`` is an fnmatch pattern on source_path; ``older_than`` is seconds since last access.
         The order is the database's: unflushed hits of this process are shown but do not reorder.
         """
-        if sort not in _SORTS:
-            raise ConfigError(f"sort must be one of {', '.join(_SORTS)}, not {sort!r}")
+        import sqlalchemy as sa
+
+        core = _core()
+        entries = core.entries
+        sorts = core.sorts
+        if sort not in sorts:
+            raise ConfigError(f"sort must be one of {', '.join(sorts)}, not {sort!r}")
         if limit is not None and limit < 0:
             raise ConfigError(f"limit must be >= 0, not {limit!r}")
-        column = _SORTS[sort]
-        order = [column.desc(), _entries.c.key.desc()] if descending else [column, _entries.c.key]
+        column = sorts[sort]
+        order = [column.desc(), entries.c.key.desc()] if descending else [column, entries.c.key]
         query = (
-            sa.select(*_entries.c)
+            sa.select(*entries.c)
             .where(*_filters(kind=kind, older_than=older_than, fingerprint=fingerprint))
             .order_by(*order)
         )
         if path_glob is None:
             query = query.limit(limit)
         else:
-            query = query.where(_entries.c.source_path.is_not(None))
+            query = query.where(entries.c.source_path.is_not(None))
         out: list[dict[str, Any]] = []
-        with self._engine_or_fail().connect() as conn:
+        with self._core_engine().connect() as conn:
             for row in conn.execute(query):
                 if limit is not None and len(out) >= limit:
                     break
@@ -760,7 +854,7 @@ class Store:
     @_public
     def revision(self) -> str | None:
         """The schema revision the database is at."""
-        with self._engine_or_fail().connect() as conn:
+        with self._core_engine().connect() as conn:
             return _current_revision(conn)
 
     # -- maintenance and inspection ----------------------------------------------------------
@@ -777,7 +871,9 @@ class Store:
         """
         params = dict(params or {})
         if self.path is None:
-            with self._engine_or_fail().connect() as conn:
+            import sqlalchemy as sa
+
+            with self._core_engine().connect() as conn:
                 conn = conn.execution_options(postgresql_readonly=True)
                 result = conn.execute(sa.text(statement), params)
                 if not result.returns_rows:
@@ -807,7 +903,7 @@ class Store:
         """What SQLite's ``PRAGMA integrity_check`` reports as wrong (empty: fine; other dialects: empty)."""
         if self.dialect != "sqlite":
             return []
-        with self._engine_or_fail().connect() as conn:
+        with self._core_engine().connect() as conn:
             messages = list(conn.exec_driver_sql("PRAGMA integrity_check").scalars())
         return [] if messages == ["ok"] else messages
 
@@ -821,30 +917,40 @@ class Store:
     @_public
     def blob_page(self, after: str = "", page: int = 256) -> list[tuple[str, bytes]]:
         """Up to ``page`` (checksum, payload) rows with checksums after ``after``, in checksum order."""
-        b = _blobs.c
+        import sqlalchemy as sa
+
+        b = _core().blobs.c
         query = sa.select(b.checksum, b.payload).where(b.checksum > after).order_by(b.checksum).limit(page)
-        with self._engine_or_fail().connect() as conn:
+        with self._core_engine().connect() as conn:
             return [(str(digest), bytes(payload)) for digest, payload in conn.execute(query)]
 
     @_public
     def orphans(self) -> Orphans:
         """Entries whose blob is missing, and blobs that no entry refers to."""
-        e, b = _entries.c, _blobs.c
+        import sqlalchemy as sa
+
+        core = _core()
+        e, b = core.entries.c, core.blobs.c
         no_blob = sa.select(e.key).where(~sa.exists().where(b.checksum == e.checksum)).order_by(e.key)
         unused = sa.select(b.checksum).where(~sa.exists().where(e.checksum == b.checksum)).order_by(b.checksum)
-        with self._engine_or_fail().connect() as conn:
+        with self._core_engine().connect() as conn:
             return Orphans(list(conn.scalars(no_blob)), list(conn.scalars(unused)))
 
     @_public
     def remove_blobs(self, checksums: Iterable[str]) -> int:
         """Delete blobs and every entry that refers to them (damaged payloads); return the entries removed."""
+        import sqlalchemy as sa
+
+        core = _core()
+        entries = core.entries
+        blobs = core.blobs
         self._require_writable("remove_blobs")
         checksums = list(dict.fromkeys(checksums))
         removed = 0
         with self._write_engine.begin() as conn:
             for chunk in _chunks(checksums):
-                removed += conn.execute(sa.delete(_entries).where(_entries.c.checksum.in_(chunk))).rowcount
-                conn.execute(sa.delete(_blobs).where(_blobs.c.checksum.in_(chunk)))
+                removed += conn.execute(sa.delete(entries).where(entries.c.checksum.in_(chunk))).rowcount
+                conn.execute(sa.delete(blobs).where(blobs.c.checksum.in_(chunk)))
         return removed
 
     @_public
@@ -852,7 +958,7 @@ class Store:
         """Rebuild the database file to give free pages back (and, on SQLite, empty the WAL)."""
         self._require_writable("vacuum")
         self.flush()
-        engine = self._engine_or_fail()
+        engine = self._core_engine()
         if self.dialect != "sqlite":
             with engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM")
@@ -879,7 +985,7 @@ class Store:
         with self._lock:
             for name, delta in deltas.items():
                 if name not in _COUNTER_NAMES:
-                    raise ConfigError(f"unknown counter {name!r}; known: {', '.join(schema.COUNTERS)}")
+                    raise ConfigError(f"unknown counter {name!r}; known: {', '.join(constants.COUNTERS)}")
                 self._pending_counters[name] = self._pending_counters.get(name, 0) + int(delta)
             self._n_pending += 1
             due = self._n_pending >= self.flush_every or now >= self._next_flush
@@ -889,25 +995,31 @@ class Store:
     @_public
     def counters(self) -> dict[str, int]:
         """Every counter: what all processes persisted plus this process's unflushed deltas."""
-        with self._engine_or_fail().connect() as conn:
-            persisted = dict(conn.execute(sa.select(_counters.c.name, _counters.c.value)).all())
+        import sqlalchemy as sa
+
+        counters = _core().counters
+        with self._core_engine().connect() as conn:
+            persisted = dict(conn.execute(sa.select(counters.c.name, counters.c.value)).all())
         with self._lock:
             pending = dict(self._pending_counters)
-        return {name: int(persisted.get(name, 0)) + pending.get(name, 0) for name in schema.COUNTERS}
+        return {name: int(persisted.get(name, 0)) + pending.get(name, 0) for name in constants.COUNTERS}
 
     @_public
     def reset_counters(self) -> None:
         """Zero every counter, persisted and pending."""
+        import sqlalchemy as sa
+
+        counters = _core().counters
         self._require_writable("reset_counters")
         with self._write_engine.begin() as conn:
-            conn.execute(sa.update(_counters).values(value=0))
+            conn.execute(sa.update(counters).values(value=0))
         with self._lock:
             self._pending_counters.clear()
 
     @_public
     def get_settings(self) -> dict[str, int | str]:
         """The current settings, read fresh from the database (max_entries, max_bytes, policy)."""
-        with self._engine_or_fail().connect() as conn:
+        with self._core_engine().connect() as conn:
             return _read_settings(conn)
 
     @_public
@@ -915,10 +1027,9 @@ class Store:
         """Validate and store one setting; every process sees it on its next use."""
         typed = parse_setting(name, value)
         self._require_writable("set_setting")
-        upsert = self._insert(_settings).values(name=name, value=str(typed))
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[_settings.c.name], set_={"value": upsert.excluded.value}
-        )
+        settings = _core().settings
+        upsert = _statements(self.dialect).insert(settings).values(name=name, value=str(typed))
+        upsert = upsert.on_conflict_do_update(index_elements=[settings.c.name], set_={"value": upsert.excluded.value})
         with self._write_engine.begin() as conn:
             conn.execute(upsert)
 
@@ -964,16 +1075,22 @@ class Store:
         if not accesses and not deltas:
             return
         try:
-            with self._write_engine.begin() as conn:
-                if accesses:
-                    rows = [{"k": key, "t": hit[0], "n": hit[1]} for key, hit in accesses.items()]
-                    if self._raw_touch is None:
-                        conn.execute(self._touch, rows)
-                    else:
-                        sql, order = self._raw_touch
-                        conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
-                if deltas:
-                    conn.execute(self._bump, [{"c": name, "d": delta} for name, delta in deltas.items()])
+            if self._raw_sql:
+                # Rows go to the driver as tuples: Core's per-row parameter processing costs more
+                # than SQLite's UPDATE itself (~5.4 vs ~3.1 µs a row, measured).
+                with self._raw_transaction() as cursor:
+                    if accesses:
+                        cursor.executemany(_SQL_TOUCH, [(t, t, n, key) for key, (t, n) in accesses.items()])
+                    if deltas:
+                        cursor.executemany(_SQL_BUMP, [(delta, name) for name, delta in deltas.items()])
+            else:
+                statements = _statements(self.dialect)
+                with self._write_engine.begin() as conn:
+                    if accesses:
+                        rows = [{"k": key, "t": t, "n": n} for key, (t, n) in accesses.items()]
+                        conn.execute(statements.touch, rows)
+                    if deltas:
+                        conn.execute(statements.bump, [{"c": name, "d": delta} for name, delta in deltas.items()])
         except BaseException:
             self._restore(accesses, deltas)
             raise
@@ -1039,13 +1156,59 @@ class Store:
     def _busy_s(self) -> float:
         return self.busy_timeout_ms / 1000.0
 
-    def _engine_or_fail(self) -> Engine:
-        if self._engine is None:
-            raise StoreError(f"{self.name}: the store is not open")
-        return self._engine
+    @property
+    def url(self) -> sa.URL:
+        """The database's URL (for SQLite, made on demand: building one imports SQLAlchemy)."""
+        if self._server_url is not None:
+            return self._server_url
+        import sqlalchemy as sa
+
+        return sa.make_url(f"sqlite:///{self.path}")
+
+    def _core_engine(self) -> Engine:
+        """The Core engine, created the first time a statement needs it (importing SQLAlchemy)."""
+        engine = self._engine
+        if engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    engine = self._create_engine()
+                    if self.dialect == "sqlite":
+                        self._immediate_engine = engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+                    else:
+                        self._immediate_engine = engine
+                    self._engine = engine
+                engine = self._engine
+        return engine
+
+    @property
+    def _write_engine(self) -> Engine:
+        """The Core engine for writing: on SQLite its transactions take the write lock up front."""
+        self._core_engine()
+        assert self._immediate_engine is not None
+        return self._immediate_engine
+
+    def _cursor(self) -> sqlite3.Cursor:
+        """This thread's raw cursor (SQLite), opened on first use."""
+        try:
+            return self._local.cursor  # type: ignore[no-any-return]
+        except AttributeError:
+            return self._thread_cursor()
+
+    @contextlib.contextmanager
+    def _raw_transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction on this thread's raw connection (BEGIN IMMEDIATE, as the write engine's)."""
+        cursor = self._cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield cursor
+            cursor.execute("COMMIT")
+        except BaseException:
+            if cursor.connection.in_transaction:
+                cursor.execute("ROLLBACK")
+            raise
 
     def _scalar(self, query: sa.Select[Any]) -> Any:
-        with self._engine_or_fail().connect() as conn:
+        with self._core_engine().connect() as conn:
             return conn.execute(query).scalar_one()
 
     def _require_writable(self, what: str) -> None:
@@ -1104,17 +1267,21 @@ class _ThreadConnection:
 # -- module helpers ----------------------------------------------------------------------------
 
 
-def _locate(url_or_path: str | os.PathLike[str]) -> tuple[Path | None, sa.URL]:
-    """A SQLite file path (from a plain path or a sqlite:/// URL) or another database's URL."""
+def _locate(url_or_path: str | os.PathLike[str]) -> tuple[Path, None] | tuple[None, sa.URL]:
+    """A SQLite file path (from a plain path or a sqlite:/// URL), or another database's URL.
+
+    Only a URL is parsed by SQLAlchemy: a plain path (every warm start) does not import it.
+    """
     if isinstance(url_or_path, str) and "://" in url_or_path:
+        import sqlalchemy as sa
+
         url = sa.make_url(url_or_path)
         if url.get_backend_name() != "sqlite":
             return None, url
         if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
             raise ConfigError(f"{url_or_path}: give the SQLite database as a file path")
         url_or_path = url.database
-    path = Path(os.path.abspath(os.fsdecode(os.fspath(url_or_path))))
-    return path, sa.make_url(f"sqlite:///{path}")
+    return Path(os.path.abspath(os.fsdecode(os.fspath(url_or_path)))), None
 
 
 def _peek_sqlite_revision(path: Path, *, busy_s: float, must_exist: bool) -> str | None:
@@ -1201,6 +1368,8 @@ def downgrade(url_or_path: str | os.PathLike[str], revision: str) -> tuple[str |
 
 
 def _run_alembic(url_or_path: str | os.PathLike[str], revision: str, *, down: bool) -> tuple[str | None, str | None]:
+    import sqlalchemy as sa
+
     with _maintenance_connection(url_or_path, read_only=False) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
@@ -1231,6 +1400,9 @@ def _maintenance_connection(
     A SQLite file is checked first as a Store checks it (a missing file is created only for writing;
     another program's database is refused).
     """
+    import sqlalchemy as sa
+    from sqlalchemy import event
+
     path, url = _locate(url_or_path)
     name = str(path) if path else url.render_as_string(hide_password=True)
     engine: Engine
@@ -1433,7 +1605,9 @@ def _filters(
     other_than_fingerprints: Collection[str] | None = None,
     prefix: str | None = None,
 ) -> list[sa.ColumnElement[bool]]:
-    e = _entries.c
+    import sqlalchemy as sa
+
+    e = _core().entries.c
     conditions: list[sa.ColumnElement[bool]] = []
     if fingerprint is not None:
         conditions.append(e.fingerprint == fingerprint)
@@ -1453,8 +1627,11 @@ def _filters(
 
 
 def _read_settings(conn: Connection) -> dict[str, int | str]:
-    stored = dict(conn.execute(sa.select(_settings.c.name, _settings.c.value)).all())
-    defaults = schema.DEFAULT_SETTINGS
+    import sqlalchemy as sa
+
+    settings = _core().settings
+    stored = dict(conn.execute(sa.select(settings.c.name, settings.c.value)).all())
+    defaults = constants.DEFAULT_SETTINGS
     return {name: parse_setting(name, stored.get(name, default)) for name, default in defaults.items()}
 
 
@@ -1471,16 +1648,20 @@ def _victims(
     max_entries or the entries kept up to it pass max_bytes: "evict in policy order until it fits".
     Only the entries matching ``among`` count. Rows as :meth:`Store.evict_report` returns them.
     """
+    import sqlalchemy as sa
+
+    core = _core()
+    entries = core.entries
     if not max_entries and not max_bytes:
         return []
-    victim_order = _VICTIM_ORDER[policy]
+    victim_order = core.victim_order[policy]
     keep_order = [column.desc() for column in victim_order]
-    size = _entries.c.payload_size
+    size = entries.c.payload_size
     # An entry larger than the whole budget goes alone; it does not push every older one out.
     fitting_size = sa.case((size > max_bytes, 0), else_=size) if max_bytes else size
     ranked = (
         sa.select(
-            *(_entries.c[name] for name in _REPORT_COLUMNS),
+            *(entries.c[name] for name in _REPORT_COLUMNS),
             sa.func.row_number().over(order_by=keep_order).label("rank"),
             sa.func.sum(fitting_size).over(order_by=keep_order, rows=(None, 0)).label("kept_bytes"),
         )

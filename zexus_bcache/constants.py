@@ -1,0 +1,23 @@
+"""The schema's names and values that code needs without the tables (no SQLAlchemy import).
+
+:mod:`zexus_bcache.schema` re-exports them; the warm path (opening an up-to-date cache, hits,
+flushes) reads them from here so that it never imports SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+HEAD_REVISION = "0001_initial"
+"""The newest revision in migrations/: opening an up-to-date cache compares with it instead of
+loading Alembic. A test keeps it equal to Alembic's head; a new revision must update it."""
+
+KINDS = ("ast", "source", "file")
+"""What an entry's key was computed from."""
+
+COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors")
+"""Cumulative statistics, summed over every process that used the database."""
+
+POLICIES = ("lru", "lfu")
+"""Eviction policies the store knows how to order by."""
+
+DEFAULT_SETTINGS = {"max_entries": "100000", "max_bytes": str(256 * 1024 * 1024), "policy": "lru"}
+"""Settings seeded by the initial migration; a limit of 0 means unlimited."""
