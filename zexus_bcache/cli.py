@@ -23,19 +23,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__, render
+from .constants import KINDS, POLICIES
 from .errors import BcacheError, SchemaTooNewError
 from .render import Column
+from .store import SORTS  # store.py imports SQLAlchemy only when something needs it
 
 if TYPE_CHECKING:
     from .cache import BytecodeCache
     from .config import Setting
     from .store import Store
 
-# schema.KINDS, schema.POLICIES and store.SORTS (tests/test_cli.py keeps them equal), written out
-# here so that building the command line does not import SQLAlchemy and Alembic.
-KINDS = ("ast", "source", "file")
-POLICIES = ("lru", "lfu")
-SORTS = ("last_access", "created_at", "size", "access_count", "key", "source_path")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .constants import DEFAULT_SETTINGS, POLICIES
 from .errors import ConfigError
 from .location import CACHE_DIR_NAME, DB_NAME, ENV_PATH, project_root
 
@@ -39,9 +40,13 @@ STORE_SETTINGS = ("max_entries", "max_bytes", "policy")
 NAMES = ("path", *STORE_SETTINGS, "max_memory_mb")
 SOURCES = ("command line", "environment", "config file", "database", "default")
 
-# The store's defaults (schema.DEFAULT_SETTINGS; a test keeps them equal) without importing SQLAlchemy.
-_DEFAULTS: dict[str, Any] = {"max_entries": 100_000, "max_bytes": 256 * 1024**2, "policy": "lru", "max_memory_mb": 100.0}
-_POLICIES = ("lru", "lfu")
+_DEFAULTS: dict[str, Any] = {
+    "max_entries": int(DEFAULT_SETTINGS["max_entries"]),
+    "max_bytes": int(DEFAULT_SETTINGS["max_bytes"]),
+    "policy": DEFAULT_SETTINGS["policy"],
+    "max_memory_mb": 100.0,
+}
+_POLICIES = POLICIES
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
