@@ -243,10 +243,16 @@ class BytecodeCache:
     ) -> None:
         """Put value under key in the front layer and (unless skip_disk) write it through to the store."""
         size = deep_sizeof(value)
-        self._front_put(key, value, size)
         self._count("puts")
-        if self.store is None or skip_disk or self.read_only:
-            return
+        if self.store is not None and not skip_disk and not self.read_only:
+            self._write_through(key, value, size, kind, fingerprint or self.fingerprint, source_path, source_hash)
+        # Only now: a front hit from another thread records an access, which must find the row.
+        self._front_put(key, value, size)
+
+    def _write_through(
+        self, key: str, value: Any, size: int, kind: str, fingerprint: str, source_path: str | None,
+        source_hash: str | None,
+    ) -> None:
         try:
             payload = codec.encode(value)
         except CodecError as exc:
@@ -258,7 +264,7 @@ class BytecodeCache:
                 key,
                 payload,
                 kind=kind,
-                fingerprint=fingerprint or self.fingerprint,
+                fingerprint=fingerprint,
                 codec_version=codec.FORMAT_VERSION,
                 n_instructions=sum(len(b.instructions) for b in bytecodes),
                 n_constants=sum(len(b.constants) for b in bytecodes),
