@@ -10,6 +10,7 @@ from __future__ import annotations
 from alembic import context
 
 from zexus_bcache import schema
+from zexus_bcache.errors import StoreError
 
 config = context.config
 target_metadata = schema.metadata
@@ -37,7 +38,7 @@ def run_migrations_online() -> None:
     """Run the migrations on the caller's connection."""
     connection = config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError(
+        raise StoreError(
             "zexus_bcache migrations need an open connection in config.attributes['connection'];"
             " use zexus_bcache.store.alembic_config(connection)"
         )

@@ -165,16 +165,20 @@ class BytecodeCache:
             except StoreError as exc:
                 self._warn("count", f"cannot record statistics: {exc}")
 
+    def _failed(self, what: str, exc: StoreError) -> None:
+        """A store failure becomes one warning per kind (and a write error); the caller carries on uncached."""
+        self._warn(what, f"cache {what} failed, carrying on without it: {exc}")
+        if what in ("put", "evict"):
+            # Through the store too: stats read the shared counters, which must include this.
+            self._count("write_errors")
+
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
-        """Turn a store failure into a warning; the caller then carries on as if uncached."""
+        """``_failed`` as a with-block, for the paths off the front-hit fast path."""
         try:
             yield
         except StoreError as exc:
-            self._warn(what, f"cache {what} failed, carrying on without it: {exc}")
-            if what in ("put", "evict"):
-                # Through the store too: stats read the shared counters, which must include this.
-                self._count("write_errors")
+            self._failed(what, exc)
 
     def key_for(self, ast_node: Any) -> str:
         """The cache key of an AST node (structural, position-free, with the compiler fingerprint)."""
@@ -190,10 +194,10 @@ class BytecodeCache:
         value = self._front.get(key)  # counts the front hit itself
         if value is not None:
             if self.store is not None:
-                try:
+                try:  # not _guard: a generator context manager would double a front hit's cost
                     self.store.touch(key, "front_hits")
                 except StoreError as exc:
-                    self._warn("get", f"cache get failed, carrying on without it: {exc}")
+                    self._failed("get", exc)
             return value, "front"
         if self.store is not None:
             value = self._load(key, fingerprint)
