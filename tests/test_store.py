@@ -385,7 +385,7 @@ def test_invalidate_criteria(store: Store) -> None:
     assert store.invalidate(source_path=Path("/p/b.zx"), kind="source") == 2
     assert store.keys() == ["ast"]
     store.put("x", b"5", **meta(fingerprint="fpC"))
-    assert store.invalidate(other_than_fingerprint="fpC") == 1
+    assert store.invalidate(other_than_fingerprints=["fpC"]) == 1
     assert store.keys() == ["x"]
     assert store.invalidate(fingerprint="fpC") == 1
     assert store.count() == 0

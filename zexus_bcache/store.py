@@ -649,7 +649,6 @@ class Store:
         self,
         *,
         fingerprint: str | None = None,
-        other_than_fingerprint: str | None = None,
         older_than: float | None = None,
         source_path: str | os.PathLike[str] | None = None,
         kind: str | None = None,
@@ -664,7 +663,6 @@ class Store:
         entries = _core().entries
         conditions = _filters(
             fingerprint=fingerprint,
-            other_than_fingerprint=other_than_fingerprint,
             other_than_fingerprints=other_than_fingerprints,
             older_than=older_than,
             source_path=source_path,
@@ -1598,7 +1596,6 @@ def _emit_begin(conn: Connection) -> None:
 def _filters(
     *,
     fingerprint: str | None = None,
-    other_than_fingerprint: str | None = None,
     older_than: float | None = None,
     source_path: str | os.PathLike[str] | None = None,
     kind: str | None = None,
@@ -1611,8 +1608,6 @@ def _filters(
     conditions: list[sa.ColumnElement[bool]] = []
     if fingerprint is not None:
         conditions.append(e.fingerprint == fingerprint)
-    if other_than_fingerprint is not None:
-        conditions.append(e.fingerprint != other_than_fingerprint)
     if other_than_fingerprints is not None:
         conditions.append(e.fingerprint.not_in(list(other_than_fingerprints)))
     if prefix is not None:
