@@ -191,8 +191,8 @@ def test_fingerprint_changes_with_each_input(fresh_fingerprints, monkeypatch):
     seen.add(keys.compiler_fingerprint())
     monkeypatch.undo()
 
-    real_version = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version", lambda dist: "2.0.1" if dist == "zexus" else real_version(dist))
+    real_version = keys.distribution_version
+    monkeypatch.setattr(keys, "distribution_version", lambda dist: "2.0.1" if dist == "zexus" else real_version(dist))
     keys._compiler_fingerprint.cache_clear()
     seen.add(keys.compiler_fingerprint())
     monkeypatch.undo()
@@ -209,6 +209,17 @@ def test_fingerprint_uses_the_distribution_version_not_zexus_version(fresh_finge
     monkeypatch.setattr(zexus, "__version__", "0.0.0-not-the-real-one", raising=False)
     keys._compiler_fingerprint.cache_clear()
     assert keys.compiler_fingerprint() == base
+
+
+@pytest.mark.parametrize("dist", ["zexus", "sqlalchemy", "click", "zexus_bcache"])
+def test_distribution_version_agrees_with_importlib_metadata(dist):
+    # zexus_bcache is an editable install here (no dist-info beside the package): the fallback.
+    assert keys.distribution_version(dist) == importlib.metadata.version(dist)
+
+
+def test_distribution_version_of_a_missing_distribution_is_an_error():
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        keys.distribution_version("no_such_distribution_zb")
 
 
 # --------------------------------------------------------------------------- source key

@@ -265,11 +265,9 @@ def _resolve_key(store: Store, prefix: str) -> str:
 @click.pass_context
 def run(ctx: click.Context, file: Path, args: tuple[str, ...], timings: bool, no_optimize: bool) -> None:
     """Run FILE on zexus's VM, as ``zx run`` does, with bytecode from the cache."""
-    from rich.console import Console
-
     from . import integration
 
-    console = Console()
+    console = _LazyConsole()
     optimize = not no_optimize
     t_start = time.perf_counter()
     with _open_cache(ctx, start=file) as cache:
@@ -292,6 +290,19 @@ def run(ctx: click.Context, file: Path, args: tuple[str, ...], timings: bool, no
         if timings:
             _print_timings(report, t_run - t_start, t_end - t_run, cache.location)
     _print_result(console, result, file)
+
+
+class _LazyConsole:
+    """A rich Console made on first use: most runs print nothing of ours, and rich costs ~35 ms to import."""
+
+    _console: Any = None
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console()
+        self._console.print(*objects, **kwargs)
 
 
 def _execute(console: Any, report: Any, file: Path, args: tuple[str, ...]) -> Any:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
-import importlib.metadata
+import importlib.util
 import json
 import marshal
 import operator
+import os
 import sys
-import sysconfig
 from typing import Any
 
 from .errors import KeyingError
@@ -63,12 +63,43 @@ def _compiler_fingerprint(optimize: bool, compiler: str) -> str:
     fields = {
         "epoch": CACHE_EPOCH,
         # The distribution's version: zexus.__version__ still says 1.8.4 in zexus 2.0.0.
-        "zexus": importlib.metadata.version("zexus"),
+        "zexus": distribution_version("zexus"),
         "compiler": compiler,
         "optimize": optimize,
         "codec": FORMAT_VERSION,
     }
     return _hash(json.dumps(fields, sort_keys=True).encode("ascii")).hexdigest()
+
+
+def distribution_version(name: str) -> str:
+    """The installed version of distribution ``name`` (whose top-level package is also ``name``).
+
+    Read from the ``<name>-<version>.dist-info/METADATA`` beside the imported package, without
+    importlib.metadata, whose import alone (email, zipfile, csv, ...) costs ~14 ms of a warm start;
+    anything unusual (an egg, a zip, no dist-info there) asks importlib.metadata.
+    """
+    spec = importlib.util.find_spec(name)
+    origin = spec.origin if spec is not None else None
+    if origin:
+        site = os.path.dirname(os.path.dirname(origin))
+        prefix = name.replace("-", "_").lower() + "-"
+        try:
+            candidates = [e for e in os.listdir(site) if e.lower().startswith(prefix) and e.endswith(".dist-info")]
+        except OSError:
+            candidates = []
+        if len(candidates) == 1:
+            try:
+                with open(os.path.join(site, candidates[0], "METADATA"), encoding="utf-8") as f:
+                    for line in f:
+                        if line.startswith("Version:"):
+                            return line.partition(":")[2].strip()
+                        if not line.strip():
+                            break  # end of the headers
+            except OSError:
+                pass
+    from importlib import metadata
+
+    return metadata.version(name)
 
 
 def source_key(source: str | bytes, fingerprint: str, filename: str | None = None) -> str:
@@ -202,10 +233,13 @@ def _probe_refcount() -> int | None:
     None where refcounts cannot be trusted for this (not CPython, free-threaded builds, and 3.14+
     where stack references may be borrowed), or where a shared value would not show more.
     """
-    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
+    if sys.implementation.name != "cpython" or sys.version_info >= (3, 14):
         return None
-    if sys.version_info >= (3, 14):
-        return None
+    if sys.version_info >= (3, 13):  # the first release with free-threaded builds
+        import sysconfig
+
+        if sysconfig.get_config_var("Py_GIL_DISABLED"):
+            return None
     counts = []
     for holders in (1, 2):
         parent = [_Marker(_LEAVE, None)] * holders
