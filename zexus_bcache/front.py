@@ -14,33 +14,56 @@ from typing import Any
 _ATOMIC = (int, float, complex, bool, str, bytes, type(None))
 
 
+# What deep_sizeof does with an object of a given type, decided once per type.
+_SKIP, _LEAF, _ITEMS, _MAPPING, _ATTRS = range(5)
+_HOW: dict[type, int] = {list: _ITEMS, tuple: _ITEMS, set: _ITEMS, frozenset: _ITEMS, dict: _MAPPING}
+# Singletons every program shares: None, the bools and CPython's cached small ints.
+_SHARED_IDS = frozenset(map(id, (None, True, False, *range(-5, 257))))
+
+
+def _how(t: type) -> int:
+    if issubclass(t, (enum.Enum, type)):
+        how = _SKIP  # shared by every program
+    elif t in _HOW:
+        how = _HOW[t]
+    elif issubclass(t, _ATOMIC):
+        how = _LEAF
+    else:
+        how = _ATTRS
+    _HOW[t] = how
+    return how
+
+
 def deep_sizeof(obj: Any) -> int:
     """Bytes held by ``obj`` and everything it alone references (shared singletons are not counted)."""
-    seen: set[int] = set()
+    seen = set(_SHARED_IDS)
     total = 0
     stack = [obj]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     getsizeof = sys.getsizeof
+    how_of = _HOW.get
     while stack:
-        o = stack.pop()
-        if o is None or o is True or o is False or isinstance(o, (enum.Enum, type)):
-            continue
-        if type(o) is int and -5 <= o <= 256:
-            continue  # CPython's cached small ints
+        o = pop()
         i = id(o)
         if i in seen:
             continue
         seen.add(i)
-        total += getsizeof(o)
         t = type(o)
-        if t in (list, tuple, set, frozenset):
-            stack.extend(o)
-        elif t is dict:
-            stack.extend(o.keys())
-            stack.extend(o.values())
-        elif not isinstance(o, _ATOMIC):
+        how = how_of(t)
+        if how is None:
+            how = _how(t)
+        if how == _SKIP:
+            continue
+        total += getsizeof(o)
+        if how == _ITEMS:
+            extend(o)
+        elif how == _MAPPING:
+            extend(o.keys())
+            extend(o.values())
+        elif how == _ATTRS:
             d = getattr(o, "__dict__", None)
             if d is not None:
-                stack.append(d)
+                push(d)
     return total
 
 
