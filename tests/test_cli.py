@@ -105,6 +105,7 @@ ENTRY_SHAPE = {
     "created_at": float,
     "last_access": float,
     "access_count": int,
+    "signature": (str, NoneType),
 }
 
 
@@ -172,6 +173,8 @@ STATS_SHAPE = {
     "location": str, "schema_revision": str, "entries": int, "total_bytes": int, "file_bytes": int,
     "front_hits": int, "store_hits": int, "hits": int, "misses": int, "hit_rate": float, "puts": int,
     "evictions": int, "corrupt": int, "write_errors": int, "max_entries": int, "max_bytes": int, "policy": str,
+    "shared_hits": int, "shared_misses": int, "shared_puts": int, "shared_dropped": int, "shared_errors": int,
+    "auth_failures": int,
 }
 
 

@@ -27,21 +27,14 @@ from zexus_bcache.store import Store, alembic_config, head_revision, script_dire
 PUT = dict(kind="source", fingerprint="fp1", codec_version=1, n_instructions=3, n_constants=2)
 
 
-PG_URL = os.environ.get("ZEXUS_BCACHE_TEST_PG_URL")  # a PostgreSQL database the tests may wipe
 
 
-@pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database: a SQLite file, or the wiped PostgreSQL database if one is configured."""
+    """A fresh database: a SQLite file, or a new PostgreSQL database (skips without a server)."""
     if request.param == "sqlite":
         return str(tmp_path / "m.db")
-    assert PG_URL
-    eng = sa.create_engine(PG_URL)
-    with eng.begin() as conn:
-        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        conn.exec_driver_sql("CREATE SCHEMA public")
-    eng.dispose()
-    return PG_URL
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
@@ -336,3 +329,54 @@ def test_opening_an_up_to_date_cache_does_not_load_alembic(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_0001_database_with_data_upgrades_to_0002_and_back_keeping_rows(location: str, engine: sa.Engine) -> None:
+    migrate(engine, "upgrade", "0001_initial")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO blobs (checksum, payload) VALUES ('c', :p)"), {"p": b"bytes"})
+        for key in ("k1", "k2"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO entries (key, kind, fingerprint, codec_version, checksum, payload_size,"
+                    " n_instructions, n_constants, created_at, last_access, access_count)"
+                    " VALUES (:k, 'source', 'fp', 1, 'c', 5, 1, 1, 1.0, 2.0, 3)"
+                ),
+                {"k": key},
+            )
+        conn.exec_driver_sql("UPDATE counters SET value = 9 WHERE name = 'puts'")
+    migrate(engine, "upgrade", "0002_entry_signature")
+    with engine.begin() as conn:
+        rows = conn.exec_driver_sql("SELECT key, signature, access_count FROM entries ORDER BY key").all()
+        assert [tuple(r) for r in rows] == [("k1", None, 3), ("k2", None, 3)]
+        counters = dict(conn.exec_driver_sql("SELECT name, value FROM counters").all())
+        assert counters["puts"] == 9 and counters["shared_hits"] == 0 and counters["auth_failures"] == 0
+        conn.exec_driver_sql("UPDATE entries SET signature = 'ab' WHERE key = 'k1'")
+    with Store(location) as store:  # at head already: signatures and counters through the store
+        assert not store.migrated
+        hit = store.get("k1")
+        assert hit is not None and hit.signature == "ab" and hit.payload == b"bytes"
+        store.add(shared_hits=2)
+        store.flush()
+        assert store.counters()["shared_hits"] == 2
+    migrate(engine, "downgrade", "0001_initial")
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.exec_driver_sql("SELECT key FROM entries ORDER BY key")] == ["k1", "k2"]
+        assert "signature" not in {c["name"] for c in sa.inspect(conn).get_columns("entries")}
+        names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM counters")}
+        assert "shared_hits" not in names and "puts" in names
+    engine.dispose()
+
+
+def test_a_counter_missing_from_the_table_is_created_by_the_first_flush(location: str, engine: sa.Engine) -> None:
+    Store(location).close()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM counters WHERE name = 'shared_puts'")
+    engine.dispose()
+    with Store(location) as store:
+        store.add(shared_puts=4)
+        store.flush()
+        store.add(shared_puts=1)
+        store.flush()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT value FROM counters WHERE name = 'shared_puts'").scalar_one() == 5

@@ -1,9 +1,12 @@
 """BytecodeCache: the seed's API over an in-memory front layer and a persistent store.
 
-This is the only module that knows both tiers. A hit is served from the front layer
+This is the only module that knows the tiers. A hit is served from the front layer
 (``front.FrontCache``) or, for persistent caches, from the store (``store.Store``) and decoded
-(``codec.decode``); ``put`` writes through to both. Any failure of the store becomes a miss or a
-skipped write with one warning through ``logging``: a cache never breaks the program using it.
+(``codec.decode``), or, when a shared tier is configured (``shared.SharedTier``, a team's server),
+from there: verified, decoded and copied into the store and the front layer. ``put`` writes
+through to the front layer and the store, and queues the entry for the shared tier. Any failure
+of a tier becomes a miss or a skipped write with one warning through ``logging``: a cache never
+breaks the program using it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ _MB = 1024 * 1024
 
 @dataclass
 class CacheStats:
-    """Counters as the seed reports them, split by tier (hits = front_hits + store_hits)."""
+    """Counters as the seed reports them, split by tier (hits = front_hits + store_hits + shared_hits)."""
 
     hits: int = 0
     misses: int = 0
@@ -45,6 +48,12 @@ class CacheStats:
     corrupt: int = 0
     write_errors: int = 0
     front_evictions: int = 0
+    shared_hits: int = 0
+    shared_misses: int = 0
+    shared_errors: int = 0
+    auth_failures: int = 0
+    shared_puts: int = 0
+    shared_dropped: int = 0
 
     def update_hit_rate(self) -> None:
         lookups = self.hits + self.misses
@@ -68,9 +77,18 @@ class CompileReport:
 
 # Front hits are counted by the front layer (under the lock it takes anyway) and, for a persistent
 # cache, by the store's touch(); the rest here.
-_LOCAL_COUNTERS = ("store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", "front_evictions")
+_SHARED_COUNTERS = ("shared_hits", "shared_misses", "shared_errors", "auth_failures", "shared_puts", "shared_dropped")
+_LOCAL_COUNTERS = (
+    "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", "front_evictions", *_SHARED_COUNTERS
+)
 # Counters the store keeps (summed over processes); front evictions are per process.
-_STORE_COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors")
+_STORE_COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", *_SHARED_COUNTERS)
+
+
+def _shape(value: Any) -> tuple[int, int]:
+    """(instructions, constants) of a cached value: one Bytecode or a file's list of them."""
+    bytecodes = value if isinstance(value, list) else [value]
+    return sum(len(b.instructions) for b in bytecodes), sum(len(b.constants) for b in bytecodes)
 
 
 def resolve_location(
@@ -108,7 +126,15 @@ class BytecodeCache:
         optimize: bool = True,
         compiler: str = "vm",
         evict_every: int = 64,
+        shared: str | None = None,
+        shared_read_only: bool = False,
+        shared_key: bytes | str | None = None,
+        shared_options: dict[str, Any] | None = None,
     ) -> None:
+        """``shared`` (a PostgreSQL URL) puts a team's shared tier behind this cache (docs/SHARED.md):
+        its HMAC key is ``shared_key``, else ``$ZEXUS_BCACHE_SHARED_KEY`` or the file named by
+        ``$ZEXUS_BCACHE_SHARED_KEY_FILE``; ``shared_read_only`` never writes to it;
+        ``shared_options`` are :class:`~zexus_bcache.shared.SharedTier`'s timeouts and queue size."""
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
             raise ConfigError(f"max_size must be a whole number >= 0, not {max_size!r}")
         if isinstance(max_memory_mb, bool) or not isinstance(max_memory_mb, (int, float)) or not max_memory_mb >= 0:
@@ -129,6 +155,8 @@ class BytecodeCache:
         self._file_keys: dict[str, set[str]] = {}
         self.store: Any = None
         self.store_error: str | None = None
+        self.shared: Any = None
+        self.shared_error: str | None = None
         location = resolve_location(persistent=persistent, cache_dir=cache_dir, path=path, url=url)
         self.location = location
         self.persistent = location is not None
@@ -147,6 +175,25 @@ class BytecodeCache:
                     raise
                 self.store_error = str(exc)
                 self._warn("open", f"bytecode cache disabled, compiling as if uncached: {exc}")
+        if shared:
+            self._open_shared(shared, shared_read_only, shared_key, shared_options or {}, strict)
+
+    def _open_shared(
+        self, url: str, read_only: bool, key: bytes | str | None, options: dict[str, Any], strict: bool
+    ) -> None:
+        """The shared tier, or (not strict) one warning and none: it must never stop the program."""
+        from .config import shared_key_from_env
+        from .shared import SharedTier
+
+        try:
+            if key is None:
+                key = shared_key_from_env()
+            self.shared = SharedTier(url, key=key, read_only=read_only, count=self._count, **options)
+        except BcacheError as exc:
+            if strict:
+                raise
+            self.shared_error = str(exc)
+            self._warn("shared", f"shared tier disabled, using the local cache only: {exc}")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -204,8 +251,34 @@ class BytecodeCache:
             if value is not None:
                 self._count("store_hits")
                 return value, "store"
+        if self.shared is not None:
+            value = self._load_shared(key, fingerprint)
+            if value is not None:
+                self._count("shared_hits")
+                return value, "shared"
         self._count("misses")
         return None, None
+
+    def _load_shared(self, key: str, fingerprint: str) -> Any | None:
+        """A verified shared entry, decoded and copied into the store and the front layer; or None."""
+        entry = self.shared.get(key, fingerprint)  # verified before we see it: never decode what failed
+        if entry is None:
+            return None
+        try:
+            value = codec.decode(entry.payload)
+        except CodecError as exc:
+            self._count("corrupt")
+            self._warn("shared-corrupt", f"a shared entry {key[:12]} is signed but cannot be decoded: {exc}")
+            return None
+        if self.store is not None and not self.read_only:
+            n_instructions, n_constants = _shape(value)
+            self._store_put(
+                key, entry.payload, kind=entry.kind, fingerprint=entry.fingerprint, codec_version=entry.codec_version,
+                n_instructions=n_instructions, n_constants=n_constants, mem_size=entry.mem_size,
+                source_path=None, source_hash=entry.source_hash,
+            )
+        self._front_put(key, value, entry.mem_size)
+        return value
 
     def _load(self, key: str, fingerprint: str) -> Any | None:
         entry = None
@@ -248,7 +321,9 @@ class BytecodeCache:
         """Put value under key in the front layer and (unless skip_disk) write it through to the store."""
         size = deep_sizeof(value)
         self._count("puts")
-        if self.store is not None and not skip_disk and not self.read_only:
+        local = self.store is not None and not self.read_only
+        shared = self.shared is not None and not self.shared.read_only
+        if (local or shared) and not skip_disk:
             self._write_through(key, value, size, kind, fingerprint or self.fingerprint, source_path, source_hash)
         # Only now: a front hit from another thread records an access, which must find the row.
         self._front_put(key, value, size)
@@ -262,20 +337,20 @@ class BytecodeCache:
         except CodecError as exc:
             self._warn("encode", f"not persisting bytecode the codec cannot encode exactly: {exc}")
             return
-        bytecodes = value if isinstance(value, list) else [value]
+        n_instructions, n_constants = _shape(value)
+        meta: dict[str, Any] = dict(
+            kind=kind, fingerprint=fingerprint, codec_version=codec.FORMAT_VERSION,
+            n_instructions=n_instructions, n_constants=n_constants, mem_size=size, source_hash=source_hash,
+        )
+        if self.store is not None and not self.read_only:
+            self._store_put(key, payload, source_path=source_path, **meta)
+        if self.shared is not None:
+            self.shared.put(key, payload, **meta)  # queued: never waits for the network
+
+    def _store_put(self, key: str, payload: bytes, **meta: Any) -> None:
+        """Write one entry to the store (a failure is a warning and a write error); evict now and then."""
         with self._guard("put"):
-            self.store.put(
-                key,
-                payload,
-                kind=kind,
-                fingerprint=fingerprint,
-                codec_version=codec.FORMAT_VERSION,
-                n_instructions=sum(len(b.instructions) for b in bytecodes),
-                n_constants=sum(len(b.constants) for b in bytecodes),
-                mem_size=size,
-                source_path=source_path,
-                source_hash=source_hash,
-            )
+            self.store.put(key, payload, **meta)
             self._puts_since_evict += 1
             if self._puts_since_evict >= self.evict_every:
                 self._puts_since_evict = 0
@@ -339,7 +414,7 @@ class BytecodeCache:
             else:
                 counts.update({k: shared.get(k, 0) for k in _STORE_COUNTERS})
         stats = CacheStats(
-            hits=counts["front_hits"] + counts["store_hits"],
+            hits=counts["front_hits"] + counts["store_hits"] + counts["shared_hits"],
             misses=counts["misses"],
             evictions=counts["evictions"],
             memory_bytes=self._front.currsize,
@@ -350,6 +425,7 @@ class BytecodeCache:
             corrupt=counts["corrupt"],
             write_errors=counts["write_errors"],
             front_evictions=counts["front_evictions"],
+            **{name: counts[name] for name in _SHARED_COUNTERS},
         )
         stats.update_hit_rate()
         return stats
@@ -444,13 +520,18 @@ class BytecodeCache:
         return [str(k) for k in self._front.keys()]
 
     def flush(self) -> None:
-        """Write pending access times and counters to the store now."""
+        """Write queued shared puts (waiting a bounded time), then pending access times and counters."""
+        if self.shared is not None:
+            self.shared.flush()
         if self.store is not None:
             with self._guard("flush"):
                 self.store.flush()
 
     def close(self) -> None:
-        """Flush and release the store; the cache then works in memory only."""
+        """Flush and release the tiers (shared puts drain for a bounded time); then memory only."""
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
         if self.store is not None:
             with self._guard("flush"):
                 self.store.close()

@@ -62,12 +62,29 @@ def _setup_logging() -> None:
     help="The cache database: a SQLite file path or a database URL "
     "(default: <project root>/.zexus/bcache.db; env ZEXUS_BCACHE_PATH; see `config`).",
 )
+@click.option(
+    "--shared",
+    "shared_url",
+    metavar="URL",
+    help="A team's shared tier behind the local cache, used by run and warm: a PostgreSQL URL "
+    "(env ZEXUS_BCACHE_SHARED_URL; its HMAC key from ZEXUS_BCACHE_SHARED_KEY; see docs/SHARED.md).",
+)
+@click.option(
+    "--shared-read-only",
+    is_flag=True,
+    default=None,
+    help="Only read the shared tier, never write to it (untrusted builds).",
+)
 @click.pass_context
-def main(ctx: click.Context, cache_location: str | None) -> None:
+def main(ctx: click.Context, cache_location: str | None, shared_url: str | None, shared_read_only: bool | None) -> None:
     """A persistent, inspectable bytecode cache for Zexus programs."""
     _setup_logging()
     from_command_line = ctx.get_parameter_source("cache_location") == click.core.ParameterSource.COMMANDLINE
-    ctx.obj = {"cache": cache_location if from_command_line else None}
+    ctx.obj = {
+        "cache": cache_location if from_command_line else None,
+        "shared_url": shared_url,
+        "shared_read_only": shared_read_only,
+    }
 
 
 # -- shared plumbing ---------------------------------------------------------------------------
@@ -135,7 +152,12 @@ def _settings(
     """The effective settings (config.resolve) for this invocation."""
     from . import config
 
-    command_line = {"path": ctx.obj["cache"], **(overrides or {})}
+    command_line = {
+        "path": ctx.obj["cache"],
+        "shared_url": ctx.obj.get("shared_url"),
+        "shared_read_only": ctx.obj.get("shared_read_only"),
+        **(overrides or {}),
+    }
     return config.resolve(command_line, start=start, database=_stored_settings if database else None)
 
 
@@ -213,6 +235,7 @@ def _open_cache(ctx: click.Context, start: Path | None = None, **kwargs: Any) ->
     try:
         settings = _settings(ctx, start)
         kwargs.setdefault("max_memory_mb", settings["max_memory_mb"].value)
+        kwargs.update(_shared_kwargs(settings))
         cache = BytecodeCache(**_cache_location_kwargs(settings["path"].value), **kwargs)
     except BcacheError as exc:  # a bad setting, or (strict) a store that cannot be opened
         raise click.ClickException(str(exc)) from None
@@ -222,6 +245,16 @@ def _open_cache(ctx: click.Context, start: Path | None = None, **kwargs: Any) ->
         except BcacheError as exc:  # the cache still works with the limits already stored
             logging.getLogger("zexus_bcache").warning("cannot store the configured limits: %s", exc)
     return cache
+
+
+def _shared_kwargs(settings: dict[str, Setting]) -> dict[str, Any]:
+    """BytecodeCache's shared-tier arguments from the effective settings (none without a shared_url)."""
+    from . import config
+
+    url = settings["shared_url"].value
+    if not url:
+        return {}
+    return {"shared": url, "shared_read_only": settings["shared_read_only"].value, "shared_key": config.shared_key(settings)}
 
 
 def _display_path(path: Any) -> str:
@@ -337,7 +370,9 @@ def _print_timings(report: Any, prepare_s: float, run_s: float, location: Any) -
     if report is None:
         click.echo(f"timings: not cacheable (interpreter), run {ms(run_s)}", err=True)
         return
-    served = {"front": "hit (memory)", "store": "hit (store)", None: "miss (compiled and stored)"}[report.tier]
+    served = {
+        "front": "hit (memory)", "store": "hit (store)", "shared": "hit (shared tier)", None: "miss (compiled and stored)"
+    }[report.tier]
     parts = [f"{name} {ms(value)}" for name, value in report.timings.items()]
     click.echo(f"timings: {served}; " + ", ".join(parts) + f"; total before run {ms(prepare_s)}; run {ms(run_s)}", err=True)
     click.echo(f"cache: {location}", err=True)
@@ -377,6 +412,7 @@ _STATS_FIELDS = [
     Column("file_bytes", "database file", render.size),
     Column("front_hits", "hits (memory tier)"),
     Column("store_hits", "hits (store tier)"),
+    Column("shared_hits", "hits (shared tier)"),
     Column("hits", "hits (total)"),
     Column("misses"),
     Column("hit_rate", "hit rate", render.percent),
@@ -384,6 +420,11 @@ _STATS_FIELDS = [
     Column("evictions"),
     Column("corrupt", "corrupt entries"),
     Column("write_errors", "write errors"),
+    Column("shared_misses", "shared tier misses"),
+    Column("shared_puts", "shared tier puts"),
+    Column("shared_dropped", "shared puts dropped"),
+    Column("shared_errors", "shared tier errors"),
+    Column("auth_failures", "shared auth failures"),
     Column("max_entries", "max entries", render.limit),
     Column("max_bytes", "max bytes", render.byte_limit),
     Column("policy"),
@@ -405,7 +446,7 @@ def stats(ctx: click.Context, zero: bool, fmt: str) -> None:
     with _open_store(ctx, write=zero) as store:
         counters = store.counters()
         settings = store.get_settings()
-        hits = counters["front_hits"] + counters["store_hits"]
+        hits = counters["front_hits"] + counters["store_hits"] + counters["shared_hits"]
         lookups = hits + counters["misses"]
         data = {
             "location": store.name,
@@ -415,6 +456,7 @@ def stats(ctx: click.Context, zero: bool, fmt: str) -> None:
             "file_bytes": store.file_size(),
             "front_hits": counters["front_hits"],
             "store_hits": counters["store_hits"],
+            "shared_hits": counters["shared_hits"],
             "hits": hits,
             "misses": counters["misses"],
             "hit_rate": round(100.0 * hits / lookups, 2) if lookups else 0.0,
@@ -422,6 +464,7 @@ def stats(ctx: click.Context, zero: bool, fmt: str) -> None:
             "evictions": counters["evictions"],
             "corrupt": counters["corrupt"],
             "write_errors": counters["write_errors"],
+            **{name: counters[name] for name in ("shared_misses", "shared_puts", "shared_dropped", "shared_errors", "auth_failures")},
             **settings,
         }
         if zero:
@@ -834,7 +877,8 @@ def _diagnose(location: Any) -> _Diagnosis:
         with store_mod.Store(location, read_only=True) as store:
             problems = store.integrity_check()
             found.broken = bool(problems)
-            found.check("integrity", not problems, "; ".join(problems[:5]) or "PRAGMA integrity_check: ok")
+            checked = "PRAGMA integrity_check: ok" if store.dialect == "sqlite" else "the server checks its own pages"
+            found.check("integrity", not problems, "; ".join(problems[:5]) or checked)
             scanned = 0
             for digest, payload in store.iter_blobs():
                 scanned += 1
@@ -1030,8 +1074,12 @@ def config_command(ctx: click.Context, fmt: str) -> None:
       max_bytes = "256M"          # bytes or K, M, G, T (powers of 1024)
       policy = "lru"              # or "lfu"
       max_memory_mb = 100         # the in-memory tier of each process
+      shared_url = "postgresql://ci@cache-db/zexus"   # a shared tier (docs/SHARED.md)
+      shared_read_only = false    # only read it (untrusted builds)
+      shared_key_file = "~/.config/zexus/shared.key"  # its HMAC key
     Environment: ZEXUS_BCACHE_PATH, ZEXUS_BCACHE_MAX_ENTRIES, ZEXUS_BCACHE_MAX_BYTES,
-    ZEXUS_BCACHE_POLICY, ZEXUS_BCACHE_MAX_MEMORY_MB.
+    ZEXUS_BCACHE_POLICY, ZEXUS_BCACHE_MAX_MEMORY_MB, ZEXUS_BCACHE_SHARED_URL,
+    ZEXUS_BCACHE_SHARED_READ_ONLY, ZEXUS_BCACHE_SHARED_KEY, ZEXUS_BCACHE_SHARED_KEY_FILE.
 
     The limits live in the database, shared by every process: a command that writes
     (run, warm, evict, invalidate, ...) stores the ones set by the environment or the file.
@@ -1039,7 +1087,11 @@ def config_command(ctx: click.Context, fmt: str) -> None:
     from . import config
 
     settings = _settings(ctx, database=True)
-    rows = [{"name": s.name, "value": s.value, "source": s.source, "origin": s.origin} for s in settings.values()]
+    rows = [
+        {"name": s.name, "value": "(set, not shown)" if s.name in config.SECRET_SETTINGS and s.value else s.value,
+         "source": s.source, "origin": s.origin}
+        for s in settings.values()
+    ]
     if fmt == "json":
         file = config.config_file()
         render.write_json({"config_file": str(file), "config_file_exists": file.exists(), "settings": {
@@ -1083,8 +1135,9 @@ def warm(
         raise click.ClickException("no .zx files under " + ", ".join(map(str, paths)))
     with _open_cache(ctx, start=paths[0], strict=True) as cache:  # create or migrate it once, before the workers
         location, memory = cache.location, cache.max_memory_bytes / 2**20
+    shared = _shared_kwargs(_settings(ctx, paths[0]))
     t0 = time.perf_counter()
-    results = _warm_all(files, location, memory, not no_optimize, jobs or os.cpu_count() or 1, quiet)
+    results = _warm_all(files, location, memory, not no_optimize, jobs or os.cpu_count() or 1, quiet, shared)
     elapsed = time.perf_counter() - t0
     counts = {status: sum(r["status"] == status for r in results) for status in ("compiled", "cached", "failed")}
     if fmt == "json":
@@ -1114,7 +1167,9 @@ def _zx_files(paths: tuple[Path, ...]) -> list[Path]:
     return list(found)
 
 
-def _warm_all(files: list[Path], location: Any, memory: float, optimize: bool, jobs: int, quiet: bool) -> list[dict[str, Any]]:
+def _warm_all(
+    files: list[Path], location: Any, memory: float, optimize: bool, jobs: int, quiet: bool, shared: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -1126,7 +1181,7 @@ def _warm_all(files: list[Path], location: Any, memory: float, optimize: bool, j
     jobs = min(jobs, len(files))
     results: list[dict[str, Any]] = []
     if jobs == 1:
-        _warm_init(location, memory)
+        _warm_init(location, memory, shared)
         try:
             with progress:
                 task = progress.add_task("warm", total=len(files))
@@ -1138,7 +1193,7 @@ def _warm_all(files: list[Path], location: Any, memory: float, optimize: bool, j
         return results
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(jobs, initializer=_warm_init, initargs=(location, memory)) as pool:
+    with ProcessPoolExecutor(jobs, initializer=_warm_init, initargs=(location, memory, shared)) as pool:
         # Submitting starts the workers: do it before the progress bar starts its thread.
         futures = {pool.submit(_warm_one, str(file), optimize): file for file in files}
         with progress:
@@ -1153,11 +1208,13 @@ def _warm_all(files: list[Path], location: Any, memory: float, optimize: bool, j
     return sorted(results, key=lambda r: order[r["path"]])
 
 
-def _warm_init(location: Any, max_memory_mb: float) -> None:
-    """In a worker: open its own BytecodeCache on the shared database."""
+def _warm_init(location: Any, max_memory_mb: float, shared: dict[str, Any] | None = None) -> None:
+    """In a worker: open its own BytecodeCache on the cache database (and the shared tier, if any)."""
     from .cache import BytecodeCache
 
-    _WORKER["cache"] = BytecodeCache(**_cache_location_kwargs(location), max_memory_mb=max_memory_mb, strict=True)
+    _WORKER["cache"] = BytecodeCache(
+        **_cache_location_kwargs(location), max_memory_mb=max_memory_mb, strict=True, **(shared or {})
+    )
 
 
 def _warm_one(path: str, optimize: bool) -> dict[str, Any]:
@@ -1187,5 +1244,5 @@ def _warm_one(path: str, optimize: bool) -> dict[str, Any]:
         else:
             result["reason"] = "compiled, but the bytecode could not be stored (see the warnings)"
     finally:
-        cache.flush()  # worker processes end without running atexit: save counters now
+        cache.flush()  # worker processes end without running atexit: save counters (and shared puts) now
     return result

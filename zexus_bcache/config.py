@@ -10,9 +10,14 @@ for how the project root is found), with top-level keys, all optional::
     max_bytes = "256M"          # store limit in bytes, or with a unit: K, M, G, T (powers of 1024)
     policy = "lru"              # eviction order: "lru" or "lfu"
     max_memory_mb = 100         # the in-memory front tier of each process
+    shared_url = "postgresql://ci@cache-db/zexus"   # a shared tier behind the local cache (docs/SHARED.md)
+    shared_read_only = false    # true: only read the shared tier (untrusted builds)
+    shared_key_file = "~/.config/zexus/shared.key"  # the shared tier's HMAC key (or shared_key = "...")
 
 The environment variables are ``ZEXUS_BCACHE_PATH``, ``ZEXUS_BCACHE_MAX_ENTRIES``,
-``ZEXUS_BCACHE_MAX_BYTES``, ``ZEXUS_BCACHE_POLICY`` and ``ZEXUS_BCACHE_MAX_MEMORY_MB``.
+``ZEXUS_BCACHE_MAX_BYTES``, ``ZEXUS_BCACHE_POLICY``, ``ZEXUS_BCACHE_MAX_MEMORY_MB``, and for the
+shared tier ``ZEXUS_BCACHE_SHARED_URL``, ``ZEXUS_BCACHE_SHARED_READ_ONLY``,
+``ZEXUS_BCACHE_SHARED_KEY`` and ``ZEXUS_BCACHE_SHARED_KEY_FILE``.
 
 The store limits (max_entries, max_bytes, policy) live in the database, so that every process
 using it enforces the same ones; :func:`pending_updates` says which of them a command that writes
@@ -37,7 +42,11 @@ CONFIG_NAME = "bcache.toml"
 ENV_PREFIX = "ZEXUS_BCACHE_"
 STORE_SETTINGS = ("max_entries", "max_bytes", "policy")
 """Settings the database keeps (see :data:`zexus_bcache.schema.DEFAULT_SETTINGS`)."""
-NAMES = ("path", *STORE_SETTINGS, "max_memory_mb")
+SHARED_SETTINGS = ("shared_url", "shared_read_only", "shared_key", "shared_key_file")
+"""The shared tier (see :mod:`zexus_bcache.shared`); "" means not set."""
+NAMES = ("path", *STORE_SETTINGS, "max_memory_mb", *SHARED_SETTINGS)
+SECRET_SETTINGS = frozenset({"shared_key"})
+"""Settings never shown in full (the config command masks them)."""
 SOURCES = ("command line", "environment", "config file", "database", "default")
 
 _DEFAULTS: dict[str, Any] = {
@@ -45,7 +54,13 @@ _DEFAULTS: dict[str, Any] = {
     "max_bytes": int(DEFAULT_SETTINGS["max_bytes"]),
     "policy": DEFAULT_SETTINGS["policy"],
     "max_memory_mb": 100.0,
+    "shared_url": "",
+    "shared_read_only": False,
+    "shared_key": "",
+    "shared_key_file": "",
 }
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 _POLICIES = POLICIES
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
@@ -148,7 +163,7 @@ def pending_updates(settings: Mapping[str, Setting], stored: Mapping[str, Any]) 
 
 
 def _option(name: str) -> str:
-    return "--cache" if name == "path" else "--" + name.replace("_", "-")
+    return {"path": "--cache", "shared_url": "--shared"}.get(name, "--" + name.replace("_", "-"))
 
 
 def _typed(name: str, raw: Any, origin: str, base: Path | None = None) -> Any:
@@ -179,8 +194,52 @@ def _typed(name: str, raw: Any, origin: str, base: Path | None = None) -> Any:
             if not number >= 0:
                 raise ValueError
             return number
+        if name == "shared_url":
+            text = str(raw).strip()
+            if text and "://" not in text:
+                raise ConfigError(f"shared_url must be a database URL (postgresql://user@host/db), not {raw!r}")
+            return text
+        if name == "shared_read_only":
+            if isinstance(raw, bool):
+                return raw
+            flag = str(raw).strip().lower()
+            if flag not in _TRUE | _FALSE:
+                raise ConfigError(f"shared_read_only must be true or false (1/0, yes/no), not {raw!r}")
+            return flag in _TRUE
+        if name == "shared_key":
+            return str(raw).strip()
+        if name == "shared_key_file":
+            text = str(raw).strip()
+            return str(Path(os.path.abspath(Path(base or Path.cwd()) / Path(text).expanduser()))) if text else ""
     except ValueError:
         raise ConfigError(f"{origin}: {name} must be a number >= 0, not {raw!r}") from None
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     raise ConfigError(f"unknown setting {name!r}; known: {', '.join(NAMES)}")
+
+
+def shared_key(settings: Mapping[str, Setting]) -> bytes | None:
+    """The shared tier's HMAC key: the shared_key setting, else the content of shared_key_file; None if neither."""
+    return _key_from(settings["shared_key"].value, settings["shared_key_file"].value, settings["shared_key_file"].origin)
+
+
+def shared_key_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The key from ZEXUS_BCACHE_SHARED_KEY or the file named by ZEXUS_BCACHE_SHARED_KEY_FILE; None if neither."""
+    environ = os.environ if environ is None else environ
+    name = ENV_PREFIX + "SHARED_KEY_FILE"
+    file = environ.get(name, "").strip()
+    return _key_from(environ.get(ENV_PREFIX + "SHARED_KEY", ""), os.path.expanduser(file), name)
+
+
+def _key_from(key: str, file: str, origin: str) -> bytes | None:
+    if key.strip():
+        return key.strip().encode("utf-8")
+    if not file:
+        return None
+    try:
+        data = Path(file).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{origin}: cannot read the shared key file {file}: {exc.strerror or exc}") from None
+    if not data:
+        raise ConfigError(f"{origin}: the shared key file {file} is empty")
+    return data

@@ -6,15 +6,20 @@ flushes) reads them from here so that it never imports SQLAlchemy.
 
 from __future__ import annotations
 
-HEAD_REVISION = "0001_initial"
+HEAD_REVISION = "0002_entry_signature"
 """The newest revision in migrations/: opening an up-to-date cache compares with it instead of
 loading Alembic. A test keeps it equal to Alembic's head; a new revision must update it."""
 
 KINDS = ("ast", "source", "file")
 """What an entry's key was computed from."""
 
-COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors")
-"""Cumulative statistics, summed over every process that used the database."""
+COUNTERS = (
+    "front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors",
+    # the shared tier, as seen by the clients of this (local) database
+    "shared_hits", "shared_misses", "shared_errors", "auth_failures", "shared_puts", "shared_dropped",
+)
+"""Cumulative statistics, summed over every process that used the database. A counter is a row
+of the ``counters`` table, added to with an upsert: a new one needs no migration."""
 
 POLICIES = ("lru", "lfu")
 """Eviction policies the store knows how to order by."""

@@ -43,6 +43,8 @@ entries = Table(
     Column("created_at", Float, nullable=False),
     Column("last_access", Float, nullable=False, index=True),
     Column("access_count", Integer, nullable=False),
+    # Shared-tier entries only: hex HMAC-SHA256 over what a reader relies on (see shared.py).
+    Column("signature", String(64), nullable=True),
     sqlite_with_rowid=False,
 )
 

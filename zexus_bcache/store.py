@@ -24,6 +24,7 @@ import contextlib
 import fnmatch
 import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -84,6 +85,7 @@ class StoredEntry(NamedTuple):
     checksum: str
     source_hash: str | None
     mem_size: int | None
+    signature: str | None
     payload: bytes
 
 
@@ -100,13 +102,13 @@ SORTS = ("last_access", "created_at", "size", "access_count", "key", "source_pat
 
 _ENTRY_COLUMNS = (
     "key", "kind", "fingerprint", "codec_version", "checksum", "source_hash", "mem_size", "payload_size",
-    "n_instructions", "n_constants", "source_path", "created_at", "last_access", "access_count",
+    "n_instructions", "n_constants", "source_path", "created_at", "last_access", "access_count", "signature",
 )  # schema.entries' columns, in order: the parameters of _SQL_PUT_ENTRY
 
 # (key); returns StoredEntry's fields between key and payload, then the payload.
 _SQL_SELECT_ENTRY = (
     "SELECT entries.kind, entries.fingerprint, entries.codec_version, entries.checksum,"
-    " entries.source_hash, entries.mem_size, blobs.payload"
+    " entries.source_hash, entries.mem_size, entries.signature, blobs.payload"
     " FROM entries JOIN blobs ON blobs.checksum = entries.checksum"
     ' WHERE entries."key" = ?'
 )
@@ -119,23 +121,26 @@ _SQL_PUT_BLOB = (
 # (*_ENTRY_COLUMNS)
 _SQL_PUT_ENTRY = (
     'INSERT INTO entries ("key", kind, fingerprint, codec_version, checksum, source_hash, mem_size,'
-    " payload_size, n_instructions, n_constants, source_path, created_at, last_access, access_count)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " payload_size, n_instructions, n_constants, source_path, created_at, last_access, access_count,"
+    " signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ' ON CONFLICT ("key") DO UPDATE SET kind = excluded.kind, fingerprint = excluded.fingerprint,'
     " codec_version = excluded.codec_version, checksum = excluded.checksum,"
     " source_hash = excluded.source_hash, mem_size = excluded.mem_size,"
     " payload_size = excluded.payload_size, n_instructions = excluded.n_instructions,"
     " n_constants = excluded.n_constants, source_path = excluded.source_path,"
     " last_access = CASE WHEN (entries.last_access > excluded.last_access)"
-    " THEN entries.last_access ELSE excluded.last_access END"
+    " THEN entries.last_access ELSE excluded.last_access END, signature = excluded.signature"
 )
 # (t, t, n, k): a key's last use and how many more uses
 _SQL_TOUCH = (
     "UPDATE entries SET last_access=CASE WHEN (entries.last_access < ?) THEN ? ELSE entries.last_access END,"
     ' access_count=(entries.access_count + ?) WHERE entries."key" = ?'
 )
-# (d, c): add d to counter c
-_SQL_BUMP = "UPDATE counters SET value=(counters.value + ?) WHERE counters.name = ?"
+# (c, d): add d to counter c (an upsert: a counter the database does not have yet starts at d)
+_SQL_BUMP = (
+    "INSERT INTO counters (name, value) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = (counters.value + excluded.value)"
+)
 
 # What an eviction report says about each entry it removes.
 _REPORT_COLUMNS = ("key", "kind", "source_path", "payload_size", "last_access", "access_count")
@@ -228,10 +233,10 @@ def _statements(dialect: str) -> _Statements:
         )
     )
     counters = core.counters
-    bump = (
-        sa.update(counters)
-        .where(counters.c.name == sa.bindparam("c"))
-        .values(value=counters.c.value + sa.bindparam("d", type_=sa.BigInteger))
+    # An upsert: a counter that a database does not have yet starts there (no migration needed).
+    counter = insert(counters).values(name=sa.bindparam("c"), value=sa.bindparam("d", type_=sa.BigInteger))
+    bump = counter.on_conflict_do_update(
+        index_elements=[counters.c.name], set_={"value": counters.c.value + counter.excluded.value}
     )
     return _Statements(insert, put_blob, put_entry, select_entry, touch, bump)
 
@@ -378,7 +383,8 @@ class Store:
         if self._server_url is None:
             self.name, self.dialect = str(self.path), "sqlite"
         else:
-            self.name = self._server_url.render_as_string(hide_password=True)
+            # Without the query (connection options): the name is for messages.
+            self.name = self._server_url.set(query={}).render_as_string(hide_password=True)
             self.dialect = self._server_url.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"{self.name}: unsupported database {self.dialect!r} (SQLite or PostgreSQL)")
@@ -593,8 +599,12 @@ class Store:
         source_path: str | os.PathLike[str] | None = None,
         source_hash: str | None = None,
         mem_size: int | None = None,
+        signature: str | None = None,
     ) -> None:
-        """Insert or replace the entry under ``key`` (payload size and checksum computed here)."""
+        """Insert or replace the entry under ``key`` (payload size and checksum computed here).
+
+        ``signature`` is what the shared tier stores with an entry (see :mod:`zexus_bcache.shared`).
+        """
         if kind not in constants.KINDS:
             raise ConfigError(f"kind must be one of {', '.join(constants.KINDS)}, not {kind!r}")
         self._require_writable("put")
@@ -604,7 +614,7 @@ class Store:
         source = None if source_path is None else os.fspath(source_path)
         # In schema.entries column order (_ENTRY_COLUMNS).
         entry = (key, kind, fingerprint, codec_version, digest, source_hash, mem_size, len(payload))
-        entry += (n_instructions, n_constants, source, now, now, 0)
+        entry += (n_instructions, n_constants, source, now, now, 0, signature)
         if not self._raw_sql:
             statements = _statements(self.dialect)
             with self._write_engine.begin() as conn:
@@ -869,14 +879,7 @@ class Store:
         """
         params = dict(params or {})
         if self.path is None:
-            import sqlalchemy as sa
-
-            with self._core_engine().connect() as conn:
-                conn = conn.execution_options(postgresql_readonly=True)
-                result = conn.execute(sa.text(statement), params)
-                if not result.returns_rows:
-                    raise StoreError(f"{self.name}: read-only query refused: the statement returns no rows")
-                return list(result.keys()), [tuple(row) for row in result]
+            return self._query_server(statement, params)
         conn = sqlite3.connect(_sqlite_uri(self.path, read_only=True), uri=True, timeout=self._busy_s)
         try:
             _configure_sqlite(conn, busy_ms=self.busy_timeout_ms, read_only=True)
@@ -895,6 +898,43 @@ class Store:
             return columns, rows
         finally:
             conn.close()
+
+    def _query_server(self, statement: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """query() on PostgreSQL: one prepared statement (so never several) in a READ ONLY transaction."""
+        import psycopg
+        import sqlalchemy as sa
+
+        engine = self._core_engine()
+        compiled = sa.text(statement).compile(dialect=engine.dialect)
+        values = compiled.construct_params(params)
+        raw = engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            driver.rollback()
+            driver.read_only = True  # every statement runs in BEGIN READ ONLY
+            try:
+                with driver.cursor() as cursor:
+                    # Prepared: the extended protocol, which refuses a string of several statements
+                    # (with the simple one, "COMMIT; DELETE ..." would leave the read-only transaction).
+                    cursor.execute(str(compiled), values, prepare=True)
+                    if cursor.description is None:
+                        raise StoreError(f"{self.name}: read-only query refused: the statement returns no rows")
+                    columns = [column.name for column in cursor.description]
+                    rows = [tuple(row) for row in cursor.fetchall()]
+            except psycopg.errors.ReadOnlySqlTransaction:
+                verb = statement.split(None, 1)[0].upper() if statement.strip() else "it"
+                raise StoreError(f"{self.name}: read-only query refused: {verb} is not allowed") from None
+            except psycopg.Error as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if "multiple commands" in message:
+                    message = "read-only query refused: give one statement"
+                raise StoreError(f"{self.name}: {message}") from None
+            finally:
+                driver.rollback()
+                driver.read_only = False
+        finally:
+            raw.close()
+        return columns, rows
 
     @_public
     def integrity_check(self) -> list[str]:
@@ -958,8 +998,9 @@ class Store:
         self.flush()
         engine = self._core_engine()
         if self.dialect != "sqlite":
+            # VACUUM cannot run inside a transaction block: autocommit. ANALYZE: fresh planner statistics.
             with engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM")
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM (ANALYZE)")
             return
         # VACUUM cannot run inside a transaction: use the DBAPI connection, which never BEGINs by itself.
         raw = engine.raw_connection()
@@ -1080,7 +1121,7 @@ class Store:
                     if accesses:
                         cursor.executemany(_SQL_TOUCH, [(t, t, n, key) for key, (t, n) in accesses.items()])
                     if deltas:
-                        cursor.executemany(_SQL_BUMP, [(delta, name) for name, delta in deltas.items()])
+                        cursor.executemany(_SQL_BUMP, list(deltas.items()))
             else:
                 statements = _statements(self.dialect)
                 with self._write_engine.begin() as conn:
@@ -1092,6 +1133,15 @@ class Store:
         except BaseException:
             self._restore(accesses, deltas)
             raise
+
+    def drop_pending(self) -> int:
+        """Forget the access records and counter deltas not saved yet (a server that is gone); return how many."""
+        with self._lock:
+            lost = len(self._pending) + len(self._pending_counters)
+            self._pending.clear()
+            self._pending_counters.clear()
+            self._n_pending = 0
+        return lost
 
     def _restore(self, accesses: dict[str, list[Any]], deltas: dict[str, int]) -> None:
         """Put back what a failed flush took, merged with what arrived meanwhile."""
@@ -1273,13 +1323,27 @@ def _locate(url_or_path: str | os.PathLike[str]) -> tuple[Path, None] | tuple[No
     if isinstance(url_or_path, str) and "://" in url_or_path:
         import sqlalchemy as sa
 
-        url = sa.make_url(url_or_path)
+        try:
+            url = sa.make_url(normalize_url(url_or_path))
+        except sa.exc.ArgumentError:
+            raise ConfigError("not a database URL (expected e.g. postgresql://user:password@host/db)") from None
         if url.get_backend_name() != "sqlite":
+            if url.get_driver_name() == "psycopg" and importlib.util.find_spec("psycopg") is None:
+                raise ConfigError("a PostgreSQL cache needs psycopg 3: pip install 'zexus-bcache[pg]'")
             return None, url
         if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
             raise ConfigError(f"{url_or_path}: give the SQLite database as a file path")
         url_or_path = url.database
     return Path(os.path.abspath(os.fsdecode(os.fspath(url_or_path)))), None
+
+
+def normalize_url(url: str) -> str:
+    """A database URL with our PostgreSQL driver: plain ``postgresql://`` (SQLAlchemy's default
+    driver is psycopg2, which we do not depend on) and ``postgres://`` mean psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
 
 
 def _peek_sqlite_revision(path: Path, *, busy_s: float, must_exist: bool) -> str | None:

@@ -1,0 +1,214 @@
+"""Every command with ``--cache postgresql://...`` against a real server, and ``--shared`` for run/warm.
+
+Each test gets a fresh database (conftest.py); without ZEXUS_BCACHE_TEST_PG_URL they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from zexus_bcache import store
+from zexus_bcache.cache import BytecodeCache
+from zexus_bcache.cli import main
+from zexus_bcache.shared import verify
+from zexus_bcache.store import Store
+from zx_programs import CORPUS_DIR
+
+PROGRAMS = ["01_recursion_factorial.zx", "03_recursion_ackermann.zx", "06_actions_params_returns.zx"]
+KEY = "cli-test-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in its own project directory, with no cache settings from the environment."""
+    for name in ("PATH", "MAX_ENTRIES", "MAX_BYTES", "POLICY", "MAX_MEMORY_MB", "SHARED_URL", "SHARED_READ_ONLY",
+                 "SHARED_KEY_FILE"):
+        monkeypatch.delenv(f"ZEXUS_BCACHE_{name}", raising=False)
+    monkeypatch.setenv("ZEXUS_BCACHE_SHARED_KEY", KEY)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".zexus").mkdir()
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> list[Path]:
+    directory = tmp_path / "src"
+    directory.mkdir()
+    return [Path(shutil.copy(CORPUS_DIR / name, directory / name)) for name in PROGRAMS]
+
+
+@pytest.fixture
+def pg(pg_url: str, sources: list[Path]) -> str:
+    """A PostgreSQL cache holding the programs (file paths kept)."""
+    with BytecodeCache(url=pg_url) as cache:
+        for source in sources:
+            cache.compile_file(source)
+        cache.compile_file(sources[0])  # a hit
+    return pg_url
+
+
+def invoke(*args: str, input: str | None = None) -> Result:
+    result = CliRunner().invoke(main, list(args), input=input, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def as_json(result: Result) -> Any:
+    return json.loads(ok(result).stdout)
+
+
+def clean_error(result: Result, *fragments: str) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def plain(url: str) -> str:
+    """The same URL without the driver: postgresql://..."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def test_stats_ls_show(pg: str) -> None:
+    for url in (pg, plain(pg)):
+        stats = as_json(invoke("--cache", url, "stats", "--json"))
+        assert stats["entries"] == 3 and stats["front_hits"] == 1 and stats["misses"] == 3
+        assert stats["schema_revision"] == store.head_revision() and stats["file_bytes"] is None
+        assert "***" in stats["location"] and "postgresql+psycopg://" in stats["location"]  # no password shown
+    table = ok(invoke("--cache", pg, "stats")).stdout
+    assert "hits (shared tier)" in table and "database file" in table
+    listed = as_json(invoke("--cache", pg, "ls", "--json"))
+    assert sorted(Path(e["source_path"]).name for e in listed) == sorted(PROGRAMS)
+    csv = ok(invoke("--cache", pg, "ls", "--csv", "--sort", "size")).stdout
+    assert csv.splitlines()[0].startswith("key,")
+    key = listed[0]["key"]
+    shown = as_json(invoke("--cache", pg, "show", key[:10], "--json"))
+    assert shown["key"] == key and shown["code"][0]["instructions"]
+    assert "Instructions:" in ok(invoke("--cache", pg, "show", key[:10])).stdout
+    clean_error(invoke("--cache", pg, "show", "zzzz"), "no entry has a key starting with")
+
+
+def test_evict_invalidate_clear_vacuum(pg: str, sources: list[Path]) -> None:
+    dry = as_json(invoke("--cache", pg, "evict", "--max-entries", "2", "--dry-run", "--json"))
+    assert dry["evicted"] == 1 and dry["dry_run"]
+    assert as_json(invoke("--cache", pg, "evict", "--max-entries", "2", "--json"))["evicted"] == 1
+    with Store(pg, read_only=True) as s:
+        assert s.count() == 2 and s.counters()["evictions"] == 1
+    remaining = [e for e in as_json(invoke("--cache", pg, "ls", "--json"))]
+    gone = as_json(invoke("--cache", pg, "invalidate", "--file", remaining[0]["source_path"], "--json"))
+    assert gone["removed"] == 1
+    assert "removed 1 entries" in ok(invoke("--cache", pg, "clear", "--yes")).stdout
+    assert ok(invoke("--cache", pg, "vacuum")).stdout.startswith("vacuumed postgresql+psycopg://")
+    with Store(pg, read_only=True) as s:
+        assert s.count() == 0
+        assert s.query("SELECT COUNT(*) FROM blobs")[1] == [(0,)]  # blobs went with their entries
+
+
+def test_doctor_checks_payloads_and_orphans_and_repairs(pg: str) -> None:
+    report = as_json(invoke("--cache", pg, "doctor", "--json"))
+    assert report["ok"] and {c["check"] for c in report["checks"]} == {"schema", "integrity", "payloads", "orphans"}
+    engine = sa.create_engine(pg)
+    with engine.begin() as conn:  # damage one payload, orphan one blob
+        digest = conn.exec_driver_sql("SELECT checksum FROM blobs ORDER BY checksum LIMIT 1").scalar_one()
+        conn.exec_driver_sql("UPDATE blobs SET payload = 'garbage'::bytea WHERE checksum = %(c)s", {"c": digest})
+        conn.exec_driver_sql("INSERT INTO blobs (checksum, payload) VALUES ('00', 'x'::bytea)")
+    engine.dispose()
+    clean_error(invoke("--cache", pg, "doctor"), "problem(s) found")
+    found = as_json(invoke("--cache", pg, "doctor", "--json", "--repair"))
+    assert found["repairs"] and found["problems"] == 2
+    assert as_json(invoke("--cache", pg, "doctor", "--json"))["ok"]
+
+
+def test_sql_reads_and_refuses_writes(pg: str) -> None:
+    rows = as_json(invoke("--cache", pg, "sql", "SELECT kind, COUNT(*) AS n FROM entries WHERE kind = :k GROUP BY kind",
+                          "-p", "k", "source", "--json"))
+    assert rows == [{"kind": "source", "n": 3}]
+    assert "hit_rate" in ok(invoke("--cache", pg, "sql", "SELECT * FROM cache_stats", "--csv")).stdout
+    clean_error(invoke("--cache", pg, "sql", "DELETE FROM entries"), "read-only query refused", "DELETE")
+    clean_error(invoke("--cache", pg, "sql", "COMMIT; DELETE FROM entries"), "read-only query refused")
+    clean_error(invoke("--cache", pg, "sql", "SELEC 1"), "syntax error")
+    with Store(pg, read_only=True) as s:
+        assert s.count() == 3
+
+
+def test_db_commands(pg_url: str) -> None:
+    history = as_json(invoke("--cache", pg_url, "db", "history", "--json"))
+    assert [r["revision"] for r in history] == ["0002_entry_signature", "0001_initial"]
+    assert not any(r["current"] for r in history)  # an empty database
+    assert "upgraded base -> 0002_entry_signature" in ok(invoke("--cache", pg_url, "db", "upgrade")).stdout
+    assert as_json(invoke("--cache", pg_url, "db", "current", "--json"))["status"] == "up to date"
+    ok(invoke("--cache", pg_url, "db", "downgrade", "0001_initial", "--yes"))
+    current = as_json(invoke("--cache", pg_url, "db", "current", "--json"))
+    assert current["revision"] == "0001_initial" and "older" in current["status"]
+    clean_error(invoke("--cache", pg_url, "stats"), "db upgrade")  # read commands never migrate
+    ok(invoke("--cache", pg_url, "db", "upgrade"))
+    assert as_json(invoke("--cache", pg_url, "stats", "--json"))["entries"] == 0
+
+
+def test_config_shows_the_shared_settings_without_the_key(pg_url: str, tmp_path: Path) -> None:
+    data = as_json(invoke("--cache", pg_url, "--shared", plain(pg_url), "--shared-read-only", "config", "--json"))
+    settings = data["settings"]
+    assert settings["path"]["value"] == pg_url and settings["path"]["source"] == "command line"
+    assert settings["shared_url"] == {"value": plain(pg_url), "source": "command line", "origin": "--shared"}
+    assert settings["shared_read_only"]["value"] is True
+    assert settings["shared_key"] == {"value": "(set, not shown)", "source": "environment", "origin": "ZEXUS_BCACHE_SHARED_KEY"}
+    assert KEY not in ok(invoke("config")).stdout
+    clean_error(invoke("--shared", "not a url", "config"), "shared_url must be a database URL")
+
+
+def test_run_and_warm_on_postgresql(pg_url: str, sources: list[Path]) -> None:
+    first = ok(invoke("--cache", pg_url, "run", "--timings", str(sources[0])))
+    assert "fact(5) = 120" in first.stdout and "miss (compiled and stored)" in first.stderr
+    second = ok(invoke("--cache", pg_url, "run", "--timings", str(sources[0])))
+    assert second.stdout == first.stdout and "hit (store)" in second.stderr
+    warmed = as_json(invoke("--cache", pg_url, "warm", "-j", "2", "--json", str(sources[0].parent)))
+    assert (warmed["compiled"], warmed["cached"], warmed["failed"]) == (2, 1, 0)
+
+
+def test_run_and_warm_with_a_shared_tier(pg_url: str, sources: list[Path], tmp_path: Path) -> None:
+    a, b, c = (str(tmp_path / f"{n}.db") for n in "abc")
+    first = ok(invoke("--cache", a, "--shared", pg_url, "run", "--timings", str(sources[0])))
+    assert "miss (compiled and stored)" in first.stderr
+    second = ok(invoke("--cache", b, "--shared", plain(pg_url), "run", "--timings", str(sources[0])))
+    assert second.stdout == first.stdout and "hit (shared tier)" in second.stderr
+    warmed = as_json(invoke("--cache", a, "--shared", pg_url, "warm", "-j", "2", "--json", str(sources[0].parent)))
+    assert warmed["compiled"] == 2 and warmed["failed"] == 0
+    with Store(pg_url, read_only=True) as server:
+        keys = server.keys()
+        assert len(keys) == 3 and all(verify(KEY.encode(), server.get(k)) for k in keys)  # type: ignore[arg-type]
+    # A read-only client (a pull-request build): served from the server, writes nothing there.
+    ro = as_json(invoke("--cache", c, "--shared", pg_url, "--shared-read-only", "warm", "-j", "1", "--json", str(sources[0].parent)))
+    assert ro["cached"] == 3
+    assert as_json(invoke("--cache", c, "stats", "--json"))["shared_hits"] == 3
+    with Store(pg_url, read_only=True) as server:
+        assert server.counters()["puts"] == 0 and len(server.keys()) == 3
+
+
+def test_shared_errors_are_one_line(pg_url: str, sources: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZEXUS_BCACHE_SHARED_KEY")
+    local = str(tmp_path / "a.db")
+    # run: no key, no shared tier, one warning; the program still runs from the local cache.
+    result = ok(invoke("--cache", local, "--shared", pg_url, "run", str(sources[0])))
+    assert "fact(5) = 120" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "needs a key" in warnings[0]
+    # warm asked for the tier explicitly: a clean error.
+    clean_error(invoke("--cache", local, "--shared", pg_url, "warm", str(sources[0])), "needs a key")
+    key_file = tmp_path / "missing.key"
+    monkeypatch.setenv("ZEXUS_BCACHE_SHARED_KEY_FILE", str(key_file))
+    clean_error(invoke("--cache", local, "--shared", pg_url, "warm", str(sources[0])), "cannot read the shared key file")
+    clean_error(invoke("--cache", "postgresql+nosuchdriver://u@h/db", "stats"))
