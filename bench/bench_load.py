@@ -1,7 +1,6 @@
 """The robustness load workload, ours against diskcache, side by side in one run.
 
-Run: python bench/bench_load.py [--seconds 3] [--rounds 2] [--processes 4 8] [--threads 2] [--keys 300]
-(``ZEXUS_BCACHE_LOAD_SECONDS`` sets the default of --seconds; the default run takes about a minute.)
+Run alone: python -m bench --only load [--quick]  (``ZEXUS_BCACHE_LOAD_SECONDS`` overrides the window)
 
 Every row runs the same workload: P processes x T threads, each op a get (80%) or a put (20%) of
 a key drawn from one shared key space, key i always holding the real encoded bytecode of corpus
@@ -13,9 +12,15 @@ counts as an error, then the open is retried), then run for the same time. Rows:
 * ``facade``: ``BytecodeCache.lookup`` / ``store_value`` with the in-memory front tier off
   (``max_size=0``): every get reads the store and decodes, every put encodes.
 * ``facade+front``: the same with the default front tier (hits from memory after the first).
+* ``diskcache+codec``: diskcache at the façade's level: get + our decode, put = our encode + set.
+* ``diskcache+pickle``: diskcache holding the bytecode itself (it pickles on set, unpickles on get).
+
+zexus 2.0's BytecodeCache is not a row: its memory tier is per process (nothing is shared) and its
+disk tier rewrites .zxc files in place without locking (a reader can see a torn file) and is
+lossy, so "a wrong read" has no meaning for it; see the codec section for its fidelity.
 
 A wrong read is a get that returns something other than what was put for that key (bytes for
-the first two rows; for the façade the instruction list is compared on every hit, and one hit in
+the first two rows; for the façade and diskcache rows the instruction list is compared on every hit, and one hit in
 25 is re-encoded and compared byte for byte after the timed window). Errors are exceptions, plus
 (for the façade, which never raises) warnings that it logged. Throughput counts every op of every
 process over the timed window. Each diskcache and store row runs ``--rounds`` times (façade rows
@@ -25,7 +30,6 @@ once), interleaved with the other rows in a rotating order; it reports the media
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import logging
@@ -41,10 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT  # noqa: E402
-
-IMPLEMENTATIONS = ("diskcache", "store", "facade", "facade+front")
+IMPLEMENTATIONS = ("diskcache", "store", "facade", "facade+front", "diskcache+codec", "diskcache+pickle")
+ROOT = Path(__file__).resolve().parent.parent
 MAX_SAMPLES = 200_000  # latency samples kept per process
 
 
@@ -169,6 +171,23 @@ def _open(impl: str, where: str, payloads: list[bytes], bytecodes: list[Any]) ->
 
         dc = diskcache.Cache(where)
         return dc.get, lambda key, i: dc.set(key, payloads[i]), dc.close
+    if impl == "diskcache+codec":
+        import diskcache
+
+        from zexus_bcache import codec
+
+        dc = diskcache.Cache(where)
+
+        def get_decoded(key: str) -> Any:
+            blob = dc.get(key)
+            return None if blob is None else codec.decode(blob)
+
+        return get_decoded, lambda key, i: dc.set(key, codec.encode(bytecodes[i])), dc.close
+    if impl == "diskcache+pickle":
+        import diskcache
+
+        dc = diskcache.Cache(where)
+        return dc.get, lambda key, i: dc.set(key, bytecodes[i]), dc.close
     if impl == "store":
         from zexus_bcache import codec
         from zexus_bcache.store import Store
@@ -203,18 +222,18 @@ def percentile(xs: list[int], q: float) -> float:
     return float(s[min(len(s) - 1, int(round(q * (len(s) - 1))))])
 
 
-def run_row(impl: str, processes: int, args: argparse.Namespace, pack: Path, workdir: Path) -> list[dict[str, Any]]:
+def run_row(impl: str, processes: int, args: Any, pack: Path, workdir: Path) -> list[dict[str, Any]]:
     """One timed run of one implementation (a fresh cache); the per-process results."""
     rowdir = Path(tempfile.mkdtemp(prefix=f"{impl}-{processes}-", dir=workdir))
-    where = rowdir / ("dc" if impl == "diskcache" else "bcache.db")
+    where = rowdir / ("dc" if impl.startswith("diskcache") else "bcache.db")
     go = rowdir / "go"
     procs = []
     try:
         for i in range(processes):
             spec = dict(impl=impl, where=str(where), pack=str(pack), keys=args.keys, seconds=args.seconds,
                         threads=args.threads, seed=i, ready=str(rowdir / f"ready-{i}"), go=str(go))  # fmt: skip
-            procs.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+            procs.append(subprocess.Popen([sys.executable, "-m", "bench.bench_load", "--worker", json.dumps(spec)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))  # fmt: skip
         give_up = time.time() + 120
         while not all((rowdir / f"ready-{i}").exists() for i in range(processes)):
             if time.time() > give_up or any(p.poll() is not None for p in procs):
@@ -268,65 +287,83 @@ def summarize(impl: str, processes: int, threads: int, rounds: list[list[dict[st
     }
 
 
+class Options:
+    """The knobs of one load run."""
+
+    def __init__(self, quick: bool) -> None:
+        default_s = 0.5 if quick else 3.0
+        self.seconds = float(os.environ.get("ZEXUS_BCACHE_LOAD_SECONDS", default_s))
+        self.processes = [2] if quick else [4, 8]
+        self.threads = 2
+        self.keys = 300
+        self.rounds = 1 if quick else 2
+        self.impl = list(IMPLEMENTATIONS)
+
+
+ONCE = ("facade", "diskcache+")  # rows far from the others (CPU-bound in a codec): one round
+
+
+def run(payloads: list[bytes], quick: bool, workdir: Path) -> dict[str, Any]:
+    """Every row for every process count; JSON-able results with tables."""
+    from ._common import progress, ratio
+
+    args = Options(quick)
+    rows = []
+    pack = workdir / "pack.json"
+    pack.write_text(json.dumps([base64.b64encode(p).decode() for p in payloads]))
+    for processes in args.processes:
+        runs: dict[str, list[list[dict[str, Any]]]] = {impl: [] for impl in args.impl}
+        for round_ in range(args.rounds):  # interleaved, order rotated: machine noise hits all alike
+            order = args.impl[round_ % len(args.impl) :] + args.impl[: round_ % len(args.impl)]
+            for impl in order:
+                if round_ and impl.startswith(ONCE):
+                    continue
+                runs[impl].append(run_row(impl, processes, args, pack, workdir))
+        for impl in args.impl:
+            rows.append(summarize(impl, processes, args.threads, runs[impl]))
+        progress(f"load: {processes} processes done")
+    result: dict[str, Any] = {"seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
+                              "keys": args.keys, "programs": len(payloads), "rows": rows, "ratios": {}}  # fmt: skip
+    for processes in args.processes:
+        by = {r["impl"]: r for r in rows if r["processes"] == processes}
+        for a, b in (("store", "diskcache"), ("facade+front", "diskcache+codec"), ("facade+front", "diskcache+pickle"),
+                     ("facade", "diskcache+codec")):  # fmt: skip
+            # Every round of a pair; with one round each the spread is that one figure.
+            xs = [x / y for x in by[a]["ops_per_s_rounds"] for y in by[b]["ops_per_s_rounds"]]
+            r = ratio(xs, "higher", f"{a} / {b} throughput (ops/s), every pair of rounds")
+            r["of_medians"] = by[a]["ops_per_s"] / by[b]["ops_per_s"]
+            result["ratios"][f"{a} / {b} @ {processes} processes"] = r
+    result["tables"] = tables(result)
+    return result
+
+
+def tables(r: dict[str, Any]) -> list[dict[str, Any]]:
+    from ._common import fmt_ratio, table
+
+    rows = []
+    for x in r["rows"]:
+        rows.append([x["impl"], x["processes"], x["ops_per_s"], ", ".join(f"{v:,}" for v in x["ops_per_s_rounds"]),
+                     x["get_p50_us"], x["get_p95_us"], x["put_p50_us"], x["put_p95_us"], x["hit_rate"] * 100,
+                     x["errors"], x["wrong"]])  # fmt: skip
+    ratios = "; ".join(f"{k}: {fmt_ratio(v)}" for k, v in r["ratios"].items())
+    return [table(
+        f"Multi-process workload: P processes x {r['threads']} threads, 80% get / 20% put over {r['keys']} shared keys "
+        f"(real bytecode of {r['programs']} programs), {r['seconds']:g} s per row",
+        ["implementation", "processes", "ops/s (median)", "ops/s by round", "get p50 µs", "get p95 µs", "put p50 µs",
+         "put p95 µs", "hit rate %", "errors", "wrong reads"],
+        rows,
+        "store and diskcache move bytes; facade (BytecodeCache, front off), facade+front and diskcache+codec/+pickle "
+        "return decoded bytecode. zexus's BytecodeCache: n/a (per-process memory tier; unlocked, lossy .zxc disk "
+        f"tier). Throughput ratios (higher is better for ours): {ratios}.",
+        key=True,
+    )]
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         worker(json.loads(sys.argv[2]))
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_s = float(os.environ.get("ZEXUS_BCACHE_LOAD_SECONDS", "3"))
-    ap.add_argument("--seconds", type=float, default=default_s, help="timed window per row")
-    ap.add_argument("--processes", type=int, nargs="+", default=[4, 8])
-    ap.add_argument("--threads", type=int, default=2, help="threads per process")
-    ap.add_argument("--keys", type=int, default=300, help="size of the shared key space")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved runs of each row (median ops/s)")
-    ap.add_argument("--impl", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
-    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "load.json")
-    args = ap.parse_args()
-
-    from zexus_bcache import codec, integration
-
-    programs = sorted((ROOT / "tests" / "corpus").glob("*.zx"))
-    payloads = [codec.encode(integration.compile_source(p.read_text(encoding="utf-8"), str(p))) for p in programs]
-    workdir = Path(tempfile.mkdtemp(prefix="bench_load_"))
-    rows = []
-    try:
-        pack = workdir / "pack.json"
-        pack.write_text(json.dumps([base64.b64encode(p).decode() for p in payloads]))
-        sizes = sorted(len(p) for p in payloads)
-        print(f"{len(programs)} programs, payloads {sizes[0]}-{sizes[-1]} bytes (median {sizes[len(sizes) // 2]}),"
-              f" {args.keys} keys, {args.seconds:g} s per row, {os.cpu_count()} CPUs")  # fmt: skip
-        header = (f"{'impl':<14}{'procs':>6}{'thr':>4}{'ops':>9}{'ops/s':>9}{'p50 µs':>9}{'p95 µs':>9}"
-                  f"{'get p50':>9}{'get p95':>9}{'put p50':>9}{'put p95':>9}{'errors':>8}{'wrong':>7}"
-                  "  ops/s by round")  # fmt: skip
-        print(header)
-        for processes in args.processes:
-            runs: dict[str, list[list[dict[str, Any]]]] = {impl: [] for impl in args.impl}
-            for round_ in range(args.rounds):  # interleaved, order rotated: machine noise hits all alike
-                order = args.impl[round_ % len(args.impl) :] + args.impl[: round_ % len(args.impl)]
-                for impl in order:
-                    if round_ and impl.startswith("facade"):
-                        continue  # façade rows (CPU-bound in the codec, far from the others) run once
-                    runs[impl].append(run_row(impl, processes, args, pack, workdir))
-            for impl in args.impl:
-                row = summarize(impl, processes, args.threads, runs[impl])
-                rows.append(row)
-                print(f"{impl:<14}{processes:>6}{args.threads:>4}{row['ops']:>9}{row['ops_per_s']:>9.0f}"
-                      f"{row['p50_us']:>9.0f}{row['p95_us']:>9.0f}{row['get_p50_us']:>9.0f}{row['get_p95_us']:>9.0f}"
-                      f"{row['put_p50_us']:>9.0f}{row['put_p95_us']:>9.0f}{row['errors']:>8}{row['wrong']:>7}"
-                      f"  {row['ops_per_s_rounds']}", flush=True)  # fmt: skip
-                for sample in row["error_samples"]:
-                    print(f"    e.g. {sample}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    for processes in args.processes:
-        by = {r["impl"]: r for r in rows if r["processes"] == processes}
-        if "diskcache" in by and "store" in by:
-            ratio = by["store"]["ops_per_s"] / by["diskcache"]["ops_per_s"]
-            print(f"{processes} processes: store/diskcache throughput = {ratio:.2f}x")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
-                                     "keys": args.keys, "cpus": os.cpu_count(), "rows": rows}, indent=2))  # fmt: skip
-    print(f"written: {args.json}")
+    raise SystemExit("run the load section with: python -m bench --only load [--quick]")
 
 
 if __name__ == "__main__":

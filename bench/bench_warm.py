@@ -1,131 +1,127 @@
-"""Warm vs cold starts, and AST-keyed hits vs compiling, on the corpus.
+"""Warm vs cold starts over the corpus: a new process, the program cached on disk by an earlier one.
 
-Run: python bench/bench_warm.py [--repeat 5]
+Each sample is a new interpreter (``python -m bench._child warm``) that, for every persistent
+cache in a rotating order, opens the cache (timed apart) and fetches the program (the warm
+start), then lexes, parses and compiles the same source (the cold start; this process has never
+parsed anything, so zexus's block cache is empty). Caches:
 
-* Warm vs cold: each sample is a new process that opens the cache and times compile_source (a
-  store hit: key, SELECT, decode), then times lex + parse + compile of the same source, which
-  that process has never parsed (the parser's block cache is empty), side by side.
-* AST-keyed hit vs compile, in one process on the same parsed tree: our key + front lookup, and
-  zexus 2.0's own BytecodeCache key + lookup, against compile_ast_to_bytecode.
+* ours (persistent): ``BytecodeCache(path).compile_source`` (source key, SELECT, decode);
+* zexus (persistent): ``get_by_file(path)`` (stat + read + MD5 of the file, .zxc file, deserialize);
+  its bytecode is lossy (see the codec section);
+* diskcache+codec / diskcache+pickle: our source key, ``get``, decode / unpickle.
+
+zexus (memory) and ours (memory): n/a (nothing survives the process).
+
+Run alone: python -m bench --only warm [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, timings  # noqa: E402
+from ._common import ROOT, Program, fmt, fmt_ratio, median, progress, ratio, summary, table
 
-from zexus_bcache import integration  # noqa: E402
-from zexus_bcache.cache import BytecodeCache  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-
-CHILD = r"""
-import json, sys, time
-t0 = time.perf_counter()
-from zexus_bcache import integration
-from zexus_bcache.cache import BytecodeCache
-t1 = time.perf_counter()
-db, path = sys.argv[1], sys.argv[2]
-source = open(path, encoding="utf-8").read()
-cache = BytecodeCache(path=db)
-t2 = time.perf_counter()
-report = cache.compile_source_report(source, path)
-t3 = time.perf_counter()
-assert report.tier == "store", report.tier
-program = integration.parse(source, path)
-integration.compile_program(program)
-t4 = time.perf_counter()
-cache.close()
-print(json.dumps({"import": t1 - t0, "open": t2 - t1, "warm": t3 - t2, "cold": t4 - t3}))
-"""
+IMPLS = ("ours (persistent)", "zexus (persistent)", "diskcache+codec", "diskcache+pickle")
+OURS = IMPLS[0]
 
 
-def warm_vs_cold(programs: list[Path], repeat: int) -> list[dict]:
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bcache.db"
-        with BytecodeCache(path=db) as cache:
-            for p in programs:
-                cache.compile_source(p.read_text(encoding="utf-8"), str(p))
-        for p in programs:
-            samples = []
-            for _ in range(repeat):
-                out = subprocess.run([sys.executable, "-c", CHILD, str(db), str(p)], capture_output=True,
-                                     text=True, timeout=120, check=True).stdout
-                samples.append(json.loads(out.strip().splitlines()[-1]))
-            warm = median([s["warm"] for s in samples])
-            cold = median([s["cold"] for s in samples])
-            rows.append({"program": p.name, "warm_ms": warm * 1e3, "cold_ms": cold * 1e3, "ratio": cold / warm,
-                         "open_ms": median([s["open"] for s in samples]) * 1e3,
-                         "import_ms": median([s["import"] for s in samples]) * 1e3})
-    return rows
+def fill(progs: list[Program], workdir: Path) -> dict[str, str]:
+    """Every program cached by every implementation, as an earlier process would have left it."""
+    import diskcache
 
+    from zexus_bcache import integration, keys
+    from zexus_bcache.cache import BytecodeCache
 
-def ast_hits(programs: list[Path]) -> list[dict]:
     with integration.quiet():
-        from zexus.vm.cache import BytecodeCache as UpstreamCache
-        from zexus.vm.compiler import compile_ast_to_bytecode
-    rows = []
-    ours = BytecodeCache(max_size=10_000, max_memory_mb=1024)
-    theirs = UpstreamCache(max_size=10_000, max_memory_mb=1024, persistent=False)
-    for p in programs:
-        tree = integration.parse(p.read_text(encoding="utf-8"), str(p))
-        with integration.quiet():
-            bc = compile_ast_to_bytecode(tree, optimize=True)
-        ours.put(tree, bc)
-        theirs.put(tree, bc)
-
-        def compile_it() -> None:
-            with integration.quiet():
-                compile_ast_to_bytecode(tree, optimize=True)
-
-        t_compile = median(timings(compile_it, repeat=15))
-        t_ours = median(timings(lambda: ours.get(tree), repeat=15))
-        t_theirs = median(timings(lambda: theirs.get(tree), repeat=15))
-        rows.append({"program": p.name, "compile_us": t_compile * 1e6, "ours_us": t_ours * 1e6,
-                     "upstream_us": t_theirs * 1e6, "ours_x": t_compile / t_ours, "upstream_x": t_compile / t_theirs})
-    return rows
+        from zexus.vm.cache import BytecodeCache as Upstream
+    where = {OURS: str(workdir / "ours.db"), "zexus (persistent)": str(workdir / "zexus"),
+             "diskcache+codec": str(workdir / "dc_codec"), "diskcache+pickle": str(workdir / "dc_pickle")}  # fmt: skip
+    fingerprint = keys.compiler_fingerprint()
+    with BytecodeCache(path=where[OURS]) as ours:
+        for p in progs:
+            ours.compile_source(p.source, str(p.path))
+    upstream = Upstream(persistent=True, cache_dir=where["zexus (persistent)"])
+    with diskcache.Cache(where["diskcache+codec"]) as dc_codec, diskcache.Cache(where["diskcache+pickle"]) as dc_pickle:
+        for p in progs:
+            upstream.put_by_file(str(p.path), [p.bytecode])
+            key = keys.source_key(p.source, fingerprint, str(p.path))
+            dc_codec.set(key, p.blob)
+            dc_pickle.set(key, p.bytecode)
+    return where
 
 
-def summary(xs: list[float]) -> str:
-    return f"median {statistics.median(xs):.2f}× (min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
+def run(progs: list[Program], quick: bool, workdir: Path) -> dict[str, Any]:
+    repeat = 1 if quick else 3
+    where = fill(progs, workdir)
+    samples: dict[str, list[dict[str, Any]]] = {p.name: [] for p in progs}
+    for r in range(repeat):
+        for i, p in enumerate(progs):
+            k = (r + i) % len(IMPLS)
+            order = list(IMPLS[k:] + IMPLS[:k])
+            spec = json.dumps({"program": str(p.path), "where": where, "order": order})
+            done = subprocess.run([sys.executable, "-m", "bench._child", "warm", spec], capture_output=True,
+                                  text=True, timeout=120, cwd=ROOT)  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"warm child failed on {p.name}: {done.stderr[-2000:]}")
+            samples[p.name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        progress(f"warm: pass {r + 1}/{repeat} over {len(progs)} programs done")
+    result: dict[str, Any] = {"repeat": repeat, "programs": len(progs), "peers": {}, "per_program": {}}
+    cold = {n: median(s["cold_s"] for s in ss) for n, ss in samples.items()}
+    result["cold_ms"] = summary(cold.values(), 1e3)
+    def hit_everywhere(impl: str) -> dict[str, list[dict[str, Any]]]:
+        """The programs this cache served in every sample (a miss's time is not a warm start)."""
+        return {n: ss for n, ss in samples.items() if all(s["ok"][impl] for s in ss)}
+
+    for impl in IMPLS:
+        served = hit_everywhere(impl)
+        warm = {n: median(s["warm_s"][impl] for s in ss) for n, ss in served.items()}
+        per_repeat = [median(ss[j]["cold_s"] / ss[j]["warm_s"][impl] for ss in served.values()) for j in range(repeat)]
+        result["peers"][impl] = {
+            "warm_ms": summary(warm.values(), 1e3),
+            "open_ms": summary((median(s["open_s"][impl] for s in ss) for ss in served.values()), 1e3),
+            "speedup": ratio([cold[n] / w for n, w in warm.items()], "higher", "cold / warm, per program"),
+            "speedup_per_pass": per_repeat,
+            "hits": sum(s["ok"][impl] for ss in samples.values() for s in ss),
+            "samples": sum(len(ss) for ss in samples.values()),
+        }
+    ours = {n: median(s["warm_s"][OURS] for s in ss) for n, ss in hit_everywhere(OURS).items()}
+    for impl in IMPLS[1:]:
+        warm = {n: median(s["warm_s"][impl] for s in ss) for n, ss in hit_everywhere(impl).items() if n in ours}
+        result["peers"][impl]["ours_over_peer"] = ratio([ours[n] / warm[n] for n in warm], "lower",
+                                                        f"{OURS} warm / this peer's warm, per program")  # fmt: skip
+    result["import_ms"] = summary((s["import_s"] for ss in samples.values() for s in ss), 1e3)
+    result["per_program"] = {n: {"cold_ms": cold[n] * 1e3,
+                                 **{impl: median(s["warm_s"][impl] for s in ss) * 1e3 for impl in IMPLS}}
+                             for n, ss in samples.items()}  # fmt: skip
+    result["tables"] = tables(result)
+    return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5, help="processes per program for warm vs cold")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N corpus programs")
-    ap.add_argument("--glob", default="*.zx", help="which corpus programs")
-    args = ap.parse_args()
-    programs = sorted((ROOT / "tests" / "corpus").glob(args.glob))
-    if args.limit:
-        programs = programs[: args.limit]
-    t0 = time.time()
-    warm = warm_vs_cold(programs, args.repeat)
-    print(f"{'program':36} {'cold ms':>8} {'warm ms':>8} {'ratio':>7} {'open ms':>8}")
-    for r in warm:
-        print(f"{r['program']:36} {r['cold_ms']:8.2f} {r['warm_ms']:8.3f} {r['ratio']:7.1f} {r['open_ms']:8.2f}")
-    print("warm start (new process, store hit) vs cold (lex+parse+compile):", summary([r["ratio"] for r in warm]))
-    print(f"  per-process cache open: median {statistics.median(r['open_ms'] for r in warm):.2f} ms; "
-          f"import of zexus_bcache+zexus: median {statistics.median(r['import_ms'] for r in warm):.0f} ms")
-    hits = ast_hits(programs)
-    print("AST-keyed hit (key + front lookup) vs compiling the same AST:")
-    print("  ours:     ", summary([r["ours_x"] for r in hits]))
-    print("  zexus 2.0:", summary([r["upstream_x"] for r in hits]))
-    print(f"({time.time() - t0:.0f} s)")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "warm.json").write_text(json.dumps({"warm_vs_cold": warm, "ast_hits": hits}, indent=1), encoding="utf-8")
-
-
-if __name__ == "__main__":
-    main()
+def tables(r: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [["no cache (lex + parse + compile)", r["cold_ms"]["median"], r["cold_ms"]["p95"], "", "1", "", ""]]
+    for impl, p in r["peers"].items():
+        spread = f"{fmt(min(p['speedup_per_pass']))}–{fmt(max(p['speedup_per_pass']))}"
+        rows.append([impl, p["warm_ms"]["median"], p["warm_ms"]["p95"], p["open_ms"]["median"],
+                     fmt_ratio(p["speedup"]) + (f"; passes {spread}" if len(p["speedup_per_pass"]) > 1 else ""),
+                     "—" if impl == OURS else fmt_ratio(p["ours_over_peer"]),
+                     f"{p['hits']}/{p['samples']}" + (" (lossy)" if impl.startswith("zexus") else "")])  # fmt: skip
+    rows.append(["ours (memory), zexus (memory)", "n/a: nothing survives the process", "", "", "", "", ""])
+    out = [table(
+        f"Warm vs cold start: a new process, {r['programs']} programs x {r['repeat']} processes",
+        ["cache", "warm ms (median)", "p95 ms", "open ms", "cold/warm (median, min–max over programs)",
+         f"{OURS} / peer", "hits"],
+        rows,
+        "Warm = fetch the program's bytecode from a cache an earlier process filled; cold = lex + parse + compile in "
+        "the same process. Opening the cache is timed apart (open ms), interpreter start and imports are not "
+        f"counted (import of zexus_bcache: median {fmt(r['import_ms']['median'])} ms). zexus's warm start "
+        "goes through get_by_file (path-keyed: it also stats, reads and hashes the file). Ratios only over the "
+        "programs a cache served in every sample (a miss is not a warm start). Higher cold/warm is better.",
+        key=True,
+    )]
+    per = [[n, x["cold_ms"], *(x[i] for i in IMPLS)] for n, x in r["per_program"].items()]
+    out.append(table("Warm start per program (ms, median over processes)", ["program", "cold", *IMPLS], per))
+    return out

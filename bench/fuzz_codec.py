@@ -1,6 +1,6 @@
-"""A long fuzz run of codec.decode: mutated, truncated and re-checksummed blobs must only raise CodecError.
+"""A fuzz run of codec.decode: mutated, truncated and re-checksummed blobs must only raise CodecError.
 
-Run: python bench/fuzz_codec.py [--n 100000] [--seed 1]
+Run alone: python -m bench.fuzz_codec [--n 100000] [--seed 1]
 """
 
 from __future__ import annotations
@@ -11,39 +11,29 @@ import sys
 import time
 import zlib
 from collections import Counter
-from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import programs  # noqa: E402
-
-from zexus_bcache import codec, integration  # noqa: E402
-from zexus_bcache.errors import CodecError  # noqa: E402
+from zexus_bcache import codec
+from zexus_bcache.errors import CodecError
 
 
 def forge(raw: bytes) -> bytes:
+    """A blob with a valid header and checksum around any raw (decompressed) body."""
     body = zlib.compress(raw)
     prefix = codec._HEADER.pack(codec.MAGIC, codec.FORMAT_VERSION, codec.FLAG_ZLIB, len(body), len(raw), b"")
     prefix = prefix[: codec._CHECKED_PREFIX]
     return prefix + codec._checksum(prefix, body) + body
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
-    rng = random.Random(args.seed)
-    blobs = []
-    for path in programs():
-        try:
-            blobs.append(codec.encode(integration.compile_source(path.read_text(encoding="utf-8"), str(path))))
-        except Exception:
-            continue
+def run(blobs: list[bytes], n: int, seed: int = 1) -> dict[str, Any]:
+    """Decode n mutated blobs; count the outcomes (anything but decoded/CodecError is a failure)."""
+    rng = random.Random(seed)
     raws = [codec.check(b) for b in blobs]
     alphabet = b'[]{}",:0123456789-.eE tfnLTBdDNESFibo\x00\xff'
     outcomes: Counter[str] = Counter()
-    t0 = time.time()
-    for i in range(args.n):
+    examples: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(n):
         kind = i % 3
         if kind == 0:  # raw bit/byte mutations and truncation
             blob = bytearray(rng.choice(blobs))
@@ -64,12 +54,27 @@ def main() -> None:
         except CodecError:
             outcomes["CodecError"] += 1
         except Exception as exc:  # the fuzz target: this must never happen
-            outcomes[f"UNEXPECTED {type(exc).__name__}"] += 1
-            print(f"unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-    dt = time.time() - t0
-    print(f"{args.n} blobs in {dt:.1f} s from {len(blobs)} programs: {dict(outcomes)}")
-    if any(k.startswith("UNEXPECTED") for k in outcomes):
-        raise SystemExit(1)
+            outcomes["unexpected"] += 1
+            if len(examples) < 5:
+                examples.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+    elapsed = time.perf_counter() - t0
+    return {"n": n, "seed": seed, "programs": len(blobs), "seconds": elapsed, "decoded": outcomes["decoded"],
+            "codec_errors": outcomes["CodecError"], "unexpected": outcomes["unexpected"],
+            "unexpected_examples": examples}  # fmt: skip
+
+
+def main() -> None:
+    from ._common import corpus
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    progs, _ = corpus()
+    result = run([p.blob for p in progs], args.n, args.seed)
+    print(result)
+    if result["unexpected"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
