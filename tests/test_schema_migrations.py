@@ -380,3 +380,21 @@ def test_a_counter_missing_from_the_table_is_created_by_the_first_flush(location
         store.flush()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT value FROM counters WHERE name = 'shared_puts'").scalar_one() == 5
+
+
+def test_cache_stats_counts_shared_hits_from_0002_and_not_before(engine: sa.Engine) -> None:
+    migrate(engine, "upgrade", "head")
+    counts = {"front_hits": 1, "store_hits": 2, "shared_hits": 3, "misses": 4, "auth_failures": 5}
+    with engine.begin() as conn:
+        for name, value in counts.items():
+            conn.execute(sa.text("UPDATE counters SET value = :v WHERE name = :n"), {"v": value, "n": name})
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM cache_stats")).mappings().one()
+    assert (row["hits"], row["shared_hits"], row["auth_failures"]) == (6, 3, 5)
+    assert float(row["hit_rate"]) == 60.0  # 6 hits of 10 lookups
+
+    migrate(engine, "downgrade", "0001_initial")
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM cache_stats")).mappings().one()
+    assert "shared_hits" not in row and row["hits"] == 3
+    assert float(row["hit_rate"]) == round(100 * 3 / 7, 2)

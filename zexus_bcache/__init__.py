@@ -4,7 +4,7 @@ from typing import Any
 
 from .errors import BcacheError, CodecError, ConfigError, KeyingError, SchemaTooNewError, StoreError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BcacheError",
