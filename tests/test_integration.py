@@ -32,6 +32,27 @@ def test_install_and_uninstall_swap_the_shared_cache(tmp_path: Path) -> None:
     assert bytecode_compiler._SHARED_CACHE is before
 
 
+def test_install_without_a_cache_opens_the_configured_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "proj"
+    (project / ".zexus").mkdir(parents=True)
+    (project / ".zexus" / "bcache.toml").write_text('path = "elsewhere/cache.db"\nmax_memory_mb = 7\n', encoding="utf-8")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("ZEXUS_BCACHE_PATH", raising=False)
+    monkeypatch.delenv("ZEXUS_BCACHE_MAX_MEMORY_MB", raising=False)
+    monkeypatch.delenv("ZEXUS_BCACHE_SHARED_URL", raising=False)
+    before = bytecode_compiler._SHARED_CACHE
+    cache = integration.install()
+    try:
+        assert bytecode_compiler.get_shared_cache() is cache
+        assert Path(cache.location) == (project / "elsewhere" / "cache.db").resolve()
+        assert cache.max_memory_bytes == 7 * 2**20 and cache.compiler == "evaluator"
+        assert cache.shared is None
+    finally:
+        integration.uninstall()
+        cache.close()
+    assert bytecode_compiler._SHARED_CACHE is before
+
+
 EVALUATOR_CHILD = textwrap.dedent(
     """
     import json, sys
@@ -128,3 +149,19 @@ def test_a_warm_run_imports_nothing_it_does_not_need(tmp_path: Path) -> None:
     assert warm.returncode == 0, warm.stderr[-2000:]
     assert "hit (store)" in warm.stderr
     assert warm.stdout.rstrip().endswith("imported: []")
+
+
+def test_install_without_a_cache_takes_the_configured_shared_tier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Port 9 on loopback refuses connections: the tier is configured (and then marked down), never fatal.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZEXUS_BCACHE_PATH", str(tmp_path / "local.db"))
+    monkeypatch.setenv("ZEXUS_BCACHE_SHARED_URL", "postgresql://nobody@127.0.0.1:9/none")
+    monkeypatch.setenv("ZEXUS_BCACHE_SHARED_KEY", "k" * 32)
+    monkeypatch.setenv("ZEXUS_BCACHE_SHARED_READ_ONLY", "1")
+    cache = integration.install()
+    try:
+        assert cache.shared is not None and cache.shared.read_only
+        assert Path(cache.location) == tmp_path / "local.db"
+    finally:
+        integration.uninstall()
+        cache.close()

@@ -232,11 +232,11 @@ def _open_cache(ctx: click.Context, start: Path | None = None, **kwargs: Any) ->
     """A BytecodeCache on the effective location (opened, created or migrated as the library does)."""
     from .cache import BytecodeCache
 
+    from . import config
+
     try:
         settings = _settings(ctx, start)
-        kwargs.setdefault("max_memory_mb", settings["max_memory_mb"].value)
-        kwargs.update(_shared_kwargs(settings))
-        cache = BytecodeCache(**_cache_location_kwargs(settings["path"].value), **kwargs)
+        cache = BytecodeCache(**{**config.cache_arguments(settings), **kwargs})
     except BcacheError as exc:  # a bad setting, or (strict) a store that cannot be opened
         raise click.ClickException(str(exc)) from None
     if cache.store is not None:
@@ -245,16 +245,6 @@ def _open_cache(ctx: click.Context, start: Path | None = None, **kwargs: Any) ->
         except BcacheError as exc:  # the cache still works with the limits already stored
             logging.getLogger("zexus_bcache").warning("cannot store the configured limits: %s", exc)
     return cache
-
-
-def _shared_kwargs(settings: dict[str, Setting]) -> dict[str, Any]:
-    """BytecodeCache's shared-tier arguments from the effective settings (none without a shared_url)."""
-    from . import config
-
-    url = settings["shared_url"].value
-    if not url:
-        return {}
-    return {"shared": url, "shared_read_only": settings["shared_read_only"].value, "shared_key": config.shared_key(settings)}
 
 
 def _display_path(path: Any) -> str:
@@ -1135,7 +1125,10 @@ def warm(
         raise click.ClickException("no .zx files under " + ", ".join(map(str, paths)))
     with _open_cache(ctx, start=paths[0], strict=True) as cache:  # create or migrate it once, before the workers
         location, memory = cache.location, cache.max_memory_bytes / 2**20
-    shared = _shared_kwargs(_settings(ctx, paths[0]))
+    from . import config
+
+    arguments = config.cache_arguments(_settings(ctx, paths[0]))
+    shared = {name: value for name, value in arguments.items() if name.startswith("shared")}
     t0 = time.perf_counter()
     results = _warm_all(files, location, memory, not no_optimize, jobs or os.cpu_count() or 1, quiet, shared)
     elapsed = time.perf_counter() - t0

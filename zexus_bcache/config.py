@@ -218,6 +218,20 @@ def _typed(name: str, raw: Any, origin: str, base: Path | None = None) -> Any:
     raise ConfigError(f"unknown setting {name!r}; known: {', '.join(NAMES)}")
 
 
+def cache_arguments(settings: Mapping[str, Setting]) -> dict[str, Any]:
+    """BytecodeCache's keyword arguments for these settings: location, front bound and shared tier."""
+    location = settings["path"].value
+    kwargs: dict[str, Any] = {"url": location} if isinstance(location, str) else {"path": location}
+    kwargs["max_memory_mb"] = settings["max_memory_mb"].value
+    if settings["shared_url"].value:
+        kwargs.update(
+            shared=settings["shared_url"].value,
+            shared_read_only=settings["shared_read_only"].value,
+            shared_key=shared_key(settings),
+        )
+    return kwargs
+
+
 def shared_key(settings: Mapping[str, Setting]) -> bytes | None:
     """The shared tier's HMAC key: the shared_key setting, else the content of shared_key_file; None if neither."""
     return _key_from(settings["shared_key"].value, settings["shared_key_file"].value, settings["shared_key_file"].origin)

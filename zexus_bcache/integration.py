@@ -142,14 +142,17 @@ _PREVIOUS_SHARED: list[Any] = []
 def install(cache: Any = None) -> Any:
     """Make ``cache`` zexus's shared bytecode cache (the one ``EvaluatorBytecodeCompiler`` uses).
 
-    Without an argument, a persistent BytecodeCache at the default location, keyed for the
-    evaluator's compiler. Compilers created before the call keep the cache they already hold.
-    Returns the installed cache; ``uninstall()`` restores what was there before.
+    Without an argument, a BytecodeCache keyed for the evaluator's compiler on the configured
+    location (environment, then ``.zexus/bcache.toml`` of the working directory's project, else
+    ``<project root>/.zexus/bcache.db``), with the configured shared tier if any, as
+    ``zexus-bcache run`` opens it. Compilers created before the call keep the cache they already
+    hold. Returns the installed cache; ``uninstall()`` restores what was there before.
     """
     if cache is None:
+        from . import config
         from .cache import BytecodeCache
 
-        cache = BytecodeCache(persistent=True, compiler="evaluator")
+        cache = BytecodeCache(**config.cache_arguments(config.resolve()), compiler="evaluator")
     with quiet():
         from zexus.evaluator import bytecode_compiler
     _PREVIOUS_SHARED.append(bytecode_compiler._SHARED_CACHE)
