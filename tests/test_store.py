@@ -814,3 +814,35 @@ def test_a_warm_start_does_not_import_sqlalchemy(tmp_path: Path) -> None:
         assert s.info("k")["access_count"] == 2  # type: ignore[index]
         counters = s.counters()
     assert counters["front_hits"] == 1 and counters["store_hits"] == 1 and counters["misses"] == 1
+
+
+def test_open_retries_sqlite_lock_errors_until_the_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite may refuse an open at once ("database is locked") while other processes create the
+    # same database: the open is tried again; any other error, or a lock past the timeout, is final.
+    real_open = Store._open
+    calls: list[int] = []
+
+    def locked_twice(self: Store) -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sa.exc.OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
+        real_open(self)
+
+    monkeypatch.setattr(Store, "_open", locked_twice)
+    with Store(tmp_path / "a.db") as store:
+        store.put("k", b"payload", kind="source", fingerprint="f", codec_version=1, n_instructions=1, n_constants=0)
+        assert store.get("k").payload == b"payload"
+    assert len(calls) == 3
+
+    calls.clear()
+    monkeypatch.setattr(Store, "_open", lambda self: (calls.append(1), (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error"))))
+    with pytest.raises(StoreError, match="disk I/O error"):
+        Store(tmp_path / "b.db")
+    assert len(calls) == 1
+
+    calls.clear()
+    monkeypatch.setattr(Store, "_open", lambda self: (calls.append(1), (_ for _ in ()).throw(sqlite3.OperationalError("database is locked"))))
+    t0 = time.monotonic()
+    with pytest.raises(StoreError, match="database is locked"):
+        Store(tmp_path / "c.db", busy_timeout_ms=200)
+    assert time.monotonic() - t0 < 2 and len(calls) >= 2

@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import random
 import re
 import sqlite3
 import sys
@@ -282,6 +283,14 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (sqlite3.Error, OSError, *extra)
 
 
+def _is_locked(exc: BaseException) -> bool:
+    """Whether a database error is SQLite's "database is locked" / "busy" (directly or wrapped by SQLAlchemy)."""
+    cause = getattr(exc, "orig", None) or exc
+    return isinstance(cause, sqlite3.OperationalError) and any(
+        word in str(cause).lower() for word in ("database is locked", "database table is locked", "busy")
+    )
+
+
 def head_revision() -> str:
     """The newest revision this package knows."""
     head = script_directory().get_current_head()
@@ -392,14 +401,26 @@ class Store:
         self._engine: Engine | None = None
         self._immediate_engine: Engine | None = None
         self._engine_lock = threading.Lock()
-        try:
-            self._open()
-        except BcacheError:
-            self._dispose()
-            raise
-        except _errors() as exc:
-            self._dispose()
-            raise self._error("open", exc) from exc
+        # SQLite can answer "database is locked" at once, without waiting in the busy handler, to a
+        # process opening a database that others are creating and converting to WAL at the same
+        # instant (seen: 3 of 4 processes started together in bench/bench_load.py). Opening is
+        # idempotent (the migration re-checks the revision under the write lock): try again until
+        # the busy timeout is spent.
+        deadline = time.monotonic() + self._busy_s
+        delay = 0.005
+        while True:
+            try:
+                self._open()
+                break
+            except BcacheError:
+                self._dispose()
+                raise
+            except _errors() as exc:
+                self._dispose()
+                if self.path is None or not _is_locked(exc) or time.monotonic() + delay > deadline:
+                    raise self._error("open", exc) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.25)
         self._closed = False
         _LIVE.add(self)
         if self._raw_sql:
