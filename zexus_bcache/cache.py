@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import codec, integration, keys
+from . import codec, constants, integration, keys
 from .errors import BcacheError, CodecError, ConfigError, StoreError
 from .front import FrontCache, deep_sizeof
 from .location import DB_NAME, default_path
@@ -56,8 +56,7 @@ class CacheStats:
     shared_dropped: int = 0
 
     def update_hit_rate(self) -> None:
-        lookups = self.hits + self.misses
-        self.hit_rate = round(self.hits / lookups * 100, 2) if lookups else 0.0
+        self.hit_rate = constants.hit_rate(self.hits, self.misses)
 
     def to_dict(self) -> dict[str, Any]:
         self.update_hit_rate()
@@ -77,12 +76,9 @@ class CompileReport:
 
 # Front hits are counted by the front layer (under the lock it takes anyway) and, for a persistent
 # cache, by the store's touch(); the rest here.
-_SHARED_COUNTERS = ("shared_hits", "shared_misses", "shared_errors", "auth_failures", "shared_puts", "shared_dropped")
-_LOCAL_COUNTERS = (
-    "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", "front_evictions", *_SHARED_COUNTERS
-)
 # Counters the store keeps (summed over processes); front evictions are per process.
-_STORE_COUNTERS = ("front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors", *_SHARED_COUNTERS)
+_STORE_COUNTERS = frozenset(constants.COUNTERS)
+_LOCAL_COUNTERS = (*(name for name in constants.COUNTERS if name != "front_hits"), "front_evictions")
 
 
 def _shape(value: Any) -> tuple[int, int]:
@@ -413,22 +409,14 @@ class BytecodeCache:
                 self._warn("stats", f"cannot read shared statistics: {exc}")
             else:
                 counts.update({k: shared.get(k, 0) for k in _STORE_COUNTERS})
-        stats = CacheStats(
-            hits=counts["front_hits"] + counts["store_hits"] + counts["shared_hits"],
-            misses=counts["misses"],
-            evictions=counts["evictions"],
+        hits = sum(counts[name] for name in constants.HIT_COUNTERS)
+        return CacheStats(
+            hits=hits,
+            hit_rate=constants.hit_rate(hits, counts["misses"]),
             memory_bytes=self._front.currsize,
             total_entries=self.size(),
-            front_hits=counts["front_hits"],
-            store_hits=counts["store_hits"],
-            puts=counts["puts"],
-            corrupt=counts["corrupt"],
-            write_errors=counts["write_errors"],
-            front_evictions=counts["front_evictions"],
-            **{name: counts[name] for name in _SHARED_COUNTERS},
+            **counts,  # every counter is a CacheStats field
         )
-        stats.update_hit_rate()
-        return stats
 
     def reset_stats(self) -> None:
         """Zero the counters (everywhere, for a persistent cache); entries are kept."""

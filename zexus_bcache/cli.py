@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import __version__, render
+from . import __version__, constants, render
 from .constants import KINDS, POLICIES
 from .errors import BcacheError, SchemaTooNewError
 from .render import Column
@@ -436,25 +436,16 @@ def stats(ctx: click.Context, zero: bool, fmt: str) -> None:
     with _open_store(ctx, write=zero) as store:
         counters = store.counters()
         settings = store.get_settings()
-        hits = counters["front_hits"] + counters["store_hits"] + counters["shared_hits"]
-        lookups = hits + counters["misses"]
+        hits = sum(counters[name] for name in constants.HIT_COUNTERS)
         data = {
             "location": store.name,
             "schema_revision": store.revision(),
             "entries": store.count(),
             "total_bytes": store.total_bytes(),
             "file_bytes": store.file_size(),
-            "front_hits": counters["front_hits"],
-            "store_hits": counters["store_hits"],
-            "shared_hits": counters["shared_hits"],
+            **{name: counters[name] for name in constants.COUNTERS},
             "hits": hits,
-            "misses": counters["misses"],
-            "hit_rate": round(100.0 * hits / lookups, 2) if lookups else 0.0,
-            "puts": counters["puts"],
-            "evictions": counters["evictions"],
-            "corrupt": counters["corrupt"],
-            "write_errors": counters["write_errors"],
-            **{name: counters[name] for name in ("shared_misses", "shared_puts", "shared_dropped", "shared_errors", "auth_failures")},
+            "hit_rate": constants.hit_rate(hits, counters["misses"]),
             **settings,
         }
         if zero:

@@ -21,6 +21,16 @@ COUNTERS = (
 """Cumulative statistics, summed over every process that used the database. A counter is a row
 of the ``counters`` table, added to with an upsert: a new one needs no migration."""
 
+HIT_COUNTERS = ("front_hits", "store_hits", "shared_hits")
+"""The counters whose sum is the number of hits (as the ``cache_stats`` view sums them)."""
+
+
+def hit_rate(hits: int, misses: int) -> float:
+    """Hits in percent of lookups, 2 decimals; 0.0 before any lookup (as the ``cache_stats`` view rounds it)."""
+    lookups = hits + misses
+    return round(100.0 * hits / lookups, 2) if lookups else 0.0
+
+
 POLICIES = ("lru", "lfu")
 """Eviction policies the store knows how to order by."""
 
