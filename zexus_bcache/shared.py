@@ -37,7 +37,6 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import BcacheError, ConfigError, SchemaTooNewError
@@ -113,17 +112,8 @@ def server_url(url: str, *, connect_timeout: float, statement_timeout_ms: int) -
     return parsed.set(query=query).render_as_string(hide_password=False)
 
 
-@dataclass
-class _Put:
-    key: str
-    payload: bytes
-    kind: str
-    fingerprint: str
-    codec_version: int
-    n_instructions: int
-    n_constants: int
-    mem_size: int | None
-    source_hash: str | None
+# A queued put: key, payload and Store.put's keyword arguments.
+_Put = tuple[str, bytes, dict[str, Any]]
 
 
 class _Worker:
@@ -329,7 +319,11 @@ class SharedTier:
         if time.monotonic() < self._down_until:
             self._count("shared_dropped")
             return False
-        item = _Put(key, bytes(payload), kind, fingerprint, codec_version, n_instructions, n_constants, mem_size, source_hash)
+        meta = dict(
+            kind=kind, fingerprint=fingerprint, codec_version=codec_version, n_instructions=n_instructions,
+            n_constants=n_constants, mem_size=mem_size, source_hash=source_hash,
+        )
+        item: _Put = (key, bytes(payload), meta)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -352,29 +346,12 @@ class SharedTier:
         if not self.available:
             self._count("shared_dropped")
             return
-        signature = sign(
-            self.secret,
-            key=item.key,
-            kind=item.kind,
-            fingerprint=item.fingerprint,
-            codec_version=item.codec_version,
-            mem_size=item.mem_size,
-            payload=item.payload,
-        )
+        key, payload, meta = item
+        signed = {name: meta[name] for name in ("kind", "fingerprint", "codec_version", "mem_size")}
+        signature = sign(self.secret, key=key, payload=payload, **signed)
 
         def put(store: Store) -> None:
-            store.put(
-                item.key,
-                item.payload,
-                kind=item.kind,
-                fingerprint=item.fingerprint,
-                codec_version=item.codec_version,
-                n_instructions=item.n_instructions,
-                n_constants=item.n_constants,
-                mem_size=item.mem_size,
-                source_hash=item.source_hash,
-                signature=signature,
-            )
+            store.put(key, payload, signature=signature, **meta)
 
         ok, _ = self._call("put", put)
         if not ok:
