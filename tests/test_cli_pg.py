@@ -5,20 +5,19 @@ Each test gets a fresh database (conftest.py); without ZEXUS_BCACHE_TEST_PG_URL 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from zexus_bcache import store
 from zexus_bcache.cache import BytecodeCache
-from zexus_bcache.cli import main
 from zexus_bcache.shared import verify
 from zexus_bcache.store import Store
+import test_cli
+from test_cli import as_json, clean_error, ok
 from zx_programs import CORPUS_DIR
 
 PROGRAMS = ["01_recursion_factorial.zx", "03_recursion_ackermann.zx", "06_actions_params_returns.zx"]
@@ -54,28 +53,7 @@ def pg(pg_url: str, sources: list[Path]) -> str:
 
 
 def invoke(*args: str, input: str | None = None) -> Result:
-    result = CliRunner().invoke(main, list(args), input=input, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def as_json(result: Result) -> Any:
-    return json.loads(ok(result).stdout)
-
-
-def clean_error(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    return test_cli.invoke(None, *args, input=input)  # the URL is among args (--cache ...)
 
 
 def plain(url: str) -> str:
