@@ -625,12 +625,12 @@ def test_a_world_writable_cache_is_refused(what: str, tmp_path: Path, pack: Pack
         target.touch()
     target.chmod(0o777 if target.is_dir() else 0o666)
     before = file_state(db)
-    with pytest.raises(StoreError, match="writable by every user") as info:
+    with pytest.raises(StoreError, match="writable by other users") as info:
         BytecodeCache(path=db, strict=True)
     assert str(db) in str(info.value) and ALLOW_WORLD_WRITABLE_ENV in str(info.value)
     got, out = children.result(children.spawn("run", {"program": str(program), "path": str(db)}))
     assert got["tier"] is None and out.strip(), "the program runs, uncached"
-    assert len(got["warnings"]) == 1 and "writable by every user" in got["warnings"][0]
+    assert len(got["warnings"]) == 1 and "writable by other users" in got["warnings"][0]
     assert file_state(db) == before
     # An explicit opt-in trusts it.
     env = dict(os.environ, **{ALLOW_WORLD_WRITABLE_ENV: "1"})
@@ -638,14 +638,18 @@ def test_a_world_writable_cache_is_refused(what: str, tmp_path: Path, pack: Pack
     assert trusted["tier"] == "store" and trusted["warnings"] == [] and out2 == out
 
 
-def test_a_shared_sticky_directory_is_used_only_with_our_own_file(tmp_path: Path, pack: Pack) -> None:
-    """In a /tmp-like directory (world-writable, sticky) our own file is fine; another user's is not."""
+def test_a_shared_sticky_directory_is_used_only_below_a_private_directory(tmp_path: Path, pack: Pack) -> None:
+    """In a /tmp-like directory (world-writable, sticky) a cache needs a private directory of its own."""
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
-    db = shared / "bcache.db"
+    with pytest.raises(StoreError, match="its directory .* is writable by other users"):
+        BytecodeCache(path=shared / "bcache.db", strict=True)
+    assert not (shared / "bcache.db").exists(), "nothing is created where it would be refused"
+    db = shared / "mine" / "bcache.db"
     with BytecodeCache(path=db, strict=True) as cache:
         cache.store_value("k", codec.decode(pack.payloads[0]), kind="ast")
+    assert oct(_mode(db.parent)) == "0o700"
     with BytecodeCache(path=db, strict=True, max_size=0) as cache:
         assert cache.lookup("k") is not None
     if os.geteuid() != 0:

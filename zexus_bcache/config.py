@@ -26,6 +26,7 @@ should store there because the environment or the config file asks for other val
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -34,9 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import trust
 from .constants import DEFAULT_SETTINGS, POLICIES
 from .errors import ConfigError
 from .location import CACHE_DIR_NAME, DB_NAME, ENV_PATH, project_root
+
+log = logging.getLogger("zexus_bcache")
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One warning per message in a process: a setting problem must not flood a run's stderr."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("zexus_bcache: %s", message)
+
 
 CONFIG_NAME = "bcache.toml"
 ENV_PREFIX = "ZEXUS_BCACHE_"
@@ -105,7 +118,14 @@ def config_file(start: str | os.PathLike[str] | None = None) -> Path:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The settings in a config file, validated and typed (relative paths resolved against the project root)."""
+    """The settings in a config file, validated and typed (relative paths resolved against the project root).
+
+    A file another user could have written is ignored, with one warning (docs/TRUST.md).
+    """
+    refusal = trust.refusal(path, "config file") if os.path.lexists(path) else None
+    if refusal:
+        _warn_once(refusal + "; ignoring it")
+        return {}
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)

@@ -31,7 +31,6 @@ import random
 import re
 import sqlite3
 import sys
-import stat
 import threading
 import time
 import weakref
@@ -39,7 +38,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
-from . import constants
+from . import constants, trust
 from .errors import BcacheError, ConfigError, SchemaTooNewError, StoreError
 
 if TYPE_CHECKING:
@@ -369,7 +368,7 @@ class Store:
         self.degraded: str | None = None  # why a store asked to write was opened read-only
         self.pragmas = _checked_pragmas(pragmas)
         if allow_world_writable is None:
-            allow_world_writable = os.environ.get(ALLOW_WORLD_WRITABLE_ENV, "").strip() == "1"
+            allow_world_writable = trust.allowed_by_env()
         self.allow_world_writable = allow_world_writable
         self.busy_timeout_ms = int(busy_timeout_ms)
         self.flush_every = max(1, int(flush_every))
@@ -437,7 +436,8 @@ class Store:
             current = self._peek_sqlite_revision()
             self._check_revision(current, head)
             if not self.read_only:
-                _create_private_file(self.path)
+                trust.create_private(self.path)
+                self._check_trust()  # again: what we did not create ourselves may have appeared meanwhile
         else:
             with self._core_engine().connect() as conn:
                 current = _current_revision(conn)
@@ -449,14 +449,7 @@ class Store:
     def _check_sqlite_access(self) -> None:
         """Refuse a file anyone could have planted bytecode in; open one we cannot write read-only."""
         assert self.path is not None
-        if not self.allow_world_writable:
-            problem = _trust_problem(self.path)
-            if problem:
-                raise StoreError(
-                    f"{self.path}: refusing to use this cache: {problem}, so any user could plant"
-                    f" bytecode in it; make it private (chmod o-w) or set {ALLOW_WORLD_WRITABLE_ENV}=1"
-                    " to trust it anyway"
-                )
+        self._check_trust()
         if not self.read_only:
             problem = _write_problem(self.path)
             if problem:
@@ -464,6 +457,14 @@ class Store:
                 self.degraded = problem
                 message = "%s: %s; using the cache read-only: hits are served, nothing is written"
                 log.warning(message, self.path, problem)
+
+    def _check_trust(self) -> None:
+        """Refuse a cache another user could have planted bytecode in (docs/TRUST.md)."""
+        assert self.path is not None
+        if not self.allow_world_writable:
+            refusal = trust.refusal(self.path, "cache", side_files=_SIDE_SUFFIXES)
+            if refusal:
+                raise StoreError(refusal)
 
     def _check_revision(self, current: str | None, head: str) -> None:
         if current == head:
@@ -1494,9 +1495,12 @@ def _maintenance_connection(
             options = {"postgresql_readonly": True} if read_only else {}
             engine = sa.create_engine(url, poolclass=sa.pool.NullPool, execution_options=options)
         else:
+            refusal = trust.refusal(path, "cache", side_files=_SIDE_SUFFIXES)
+            if refusal:
+                raise StoreError(refusal)
             _peek_sqlite_revision(path, busy_s=busy_timeout_ms / 1000, must_exist=read_only)
             if not read_only:
-                _create_private_file(path)
+                trust.create_private(path)
             uri = _sqlite_uri(path, read_only=read_only)
             engine = sa.create_engine(
                 "sqlite+pysqlite://",
@@ -1587,36 +1591,8 @@ def _needs_immutable(path: Path) -> bool:
     return path.exists() and not shm.exists() and not os.access(path.parent, os.W_OK | os.X_OK)
 
 
-ALLOW_WORLD_WRITABLE_ENV = "ZEXUS_BCACHE_ALLOW_WORLD_WRITABLE"
-
-
-def _trust_problem(path: Path) -> str | None:
-    """Why another user could have written what the SQLite cache at path holds; None if nobody could.
-
-    Refused: a directory every user can write to without the sticky bit (anyone can replace the
-    file), a database, -wal or -shm file every user can write to, and, in a sticky shared
-    directory such as /tmp, such a file owned by another user (who created it first).
-    """
-    if os.name != "posix":
-        return None
-    try:
-        directory = os.stat(path.parent)
-    except FileNotFoundError:
-        return None  # we create it, 0700
-    shared = bool(directory.st_mode & stat.S_IWOTH)
-    if shared and not directory.st_mode & stat.S_ISVTX:
-        return f"its directory {path.parent} is writable by every user"
-    me = os.geteuid()
-    for file in (path, *_sqlite_files(path)[:2]):
-        try:
-            st = os.stat(file)
-        except FileNotFoundError:
-            continue
-        if st.st_mode & stat.S_IWOTH:
-            return f"{file} is writable by every user"
-        if shared and st.st_uid not in (me, 0):
-            return f"{file} belongs to another user (uid {st.st_uid}) in a directory every user can write to"
-    return None
+ALLOW_WORLD_WRITABLE_ENV = trust.ALLOW_ENV
+_SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
 def _write_problem(path: Path) -> str | None:
@@ -1645,16 +1621,6 @@ def _checked_pragmas(pragmas: Mapping[str, int | str] | None) -> dict[str, int |
             raise ConfigError(f"bad PRAGMA {name!r} = {value!r}")
         checked[name] = value
     return checked
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the parent directory (0700) and the database file (0600) if they do not exist."""
-    if not path.parent.is_dir():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
 
 
 def _configure_sqlite(
