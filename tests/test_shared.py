@@ -171,6 +171,29 @@ def test_signature_covers_key_metadata_and_payload() -> None:
     assert sign(b"x" * 16, **fields) != base
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("signature", "é" * 64),  # non-ASCII: hmac.compare_digest raised TypeError on str
+        ("signature", "ab"),
+        ("signature", b"\x00" * 64),
+        ("mem_size", "lots"),
+        ("codec_version", None),
+        ("payload", "not bytes"),
+        ("key", None),
+    ],
+)
+def test_a_malformed_server_row_is_unverified_not_a_crash(field: str, value: Any) -> None:
+    """Whatever a tampered server returns, verify() says False; it never raises into the caller."""
+    from zexus_bcache.store import StoredEntry
+
+    secret = KEY.encode()
+    fields = dict(key="k", kind="source", fingerprint="fp", codec_version=1, mem_size=10, payload=b"abc")
+    good = StoredEntry(checksum="c", source_hash=None, signature=sign(secret, **fields), **fields)
+    assert verify(secret, good)
+    assert verify(secret, good._replace(**{field: value})) is False
+
+
 def test_read_only_client_writes_nothing_to_the_server(tmp_path: Path, filled: tuple[str, list[str]]) -> None:
     url, keys = filled
     before = snapshot(url)

@@ -62,19 +62,29 @@ def sign(
 
 
 def verify(secret: bytes, entry: StoredEntry) -> bool:
-    """Whether a stored entry's signature is right for its key, metadata and the payload as received."""
-    if not entry.signature:
+    """Whether a stored entry's signature is right for its key, metadata and the payload as received.
+
+    Anything the server hands back is data: a signature that is not 64 hex digits, or fields of the
+    wrong type, make the entry unverified (a miss), never an exception in the caller.
+    """
+    signature = entry.signature
+    if not isinstance(signature, str) or len(signature) != 64 or not signature.isascii():
         return False
-    expected = sign(
-        secret,
-        key=entry.key,
-        kind=entry.kind,
-        fingerprint=entry.fingerprint,
-        codec_version=entry.codec_version,
-        mem_size=entry.mem_size,
-        payload=entry.payload,
-    )
-    return hmac.compare_digest(expected, entry.signature)
+    if not isinstance(entry.payload, (bytes, bytearray, memoryview)):
+        return False
+    try:
+        expected = sign(
+            secret,
+            key=entry.key,
+            kind=entry.kind,
+            fingerprint=entry.fingerprint,
+            codec_version=entry.codec_version,
+            mem_size=entry.mem_size,
+            payload=bytes(entry.payload),
+        )
+    except (TypeError, ValueError, AttributeError):  # a field of the wrong type or value: not ours
+        return False
+    return hmac.compare_digest(expected, signature)
 
 
 def check_key(secret: bytes | str | None) -> bytes:
