@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +54,10 @@ class CacheStats:
     auth_failures: int = 0
     shared_puts: int = 0
     shared_dropped: int = 0
+    file_hits: int = 0  # get_by_file lookups (also counted in hits/misses, by tier)
+    file_misses: int = 0
+    pattern_hits: int = 0
+    oversized: int = 0  # entries larger than the whole in-memory limit
 
     def update_hit_rate(self) -> None:
         self.hit_rate = constants.hit_rate(self.hits, self.misses)
@@ -61,6 +65,58 @@ class CacheStats:
     def to_dict(self) -> dict[str, Any]:
         self.update_hit_rate()
         return asdict(self)
+
+
+_STATS_FIELDS = frozenset(CacheStats.__dataclass_fields__)
+_DERIVED_STATS = {
+    "hit_rate": "it is computed from hits and misses",
+    "memory_bytes": "it is measured from the entries held in memory",
+    "total_entries": "it is the number of entries held",
+}
+
+
+class LiveStats:
+    """``cache.stats``: every read is current and assigning a counter sets it (the seed's live object)."""
+
+    __slots__ = ("_read", "_write")
+
+    def __init__(self, read: Callable[[], CacheStats], write: Callable[[str, int], None]) -> None:
+        object.__setattr__(self, "_read", read)
+        object.__setattr__(self, "_write", write)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _STATS_FIELDS:
+            return getattr(self._read(), name)
+        raise AttributeError(f"cache statistics have no field {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _DERIVED_STATS:
+            raise AttributeError(f"cannot set {name}: {_DERIVED_STATS[name]}")
+        if name not in _STATS_FIELDS:
+            raise AttributeError(f"cache statistics have no field {name!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, not {value!r}")
+        self._write(name, value)
+
+    def snapshot(self) -> CacheStats:
+        """The statistics now, as a plain CacheStats that later lookups do not change."""
+        return self._read()
+
+    def update_hit_rate(self) -> None:
+        """Nothing to do: the hit rate is computed on every read."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._read().to_dict()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LiveStats):
+            other = other.snapshot()
+        return self._read() == other if isinstance(other, CacheStats) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it stands for
+
+    def __repr__(self) -> str:
+        return f"Live{self._read()!r}"
 
 
 @dataclass
@@ -317,6 +373,8 @@ class BytecodeCache:
         """Put value under key in the front layer and (unless skip_disk) write it through to the store."""
         size = deep_sizeof(value)
         self._count("puts")
+        if size > self._front.max_bytes and self._front.max_entries:
+            self._oversized(size, self._front.max_bytes)
         local = self.store is not None and not self.read_only
         shared = self.shared is not None and not self.shared.read_only
         if (local or shared) and not skip_disk:
@@ -375,8 +433,10 @@ class BytecodeCache:
         self.discard(self.key_for(ast_node))
 
     def clear(self) -> None:
-        """Remove every entry from every tier (statistics are kept; see reset_stats)."""
+        """Remove every entry from every tier, patterns included (statistics are kept; see reset_stats)."""
         self._front.clear()
+        self._pattern_front().clear()
+        self._file_keys.clear()
         if self.store is not None and not self.read_only:
             with self._guard("put"):
                 self.store.clear()
@@ -393,12 +453,53 @@ class BytecodeCache:
         return evicted
 
     def get_stats(self) -> dict[str, Any]:
-        """Statistics; for a persistent cache the counters are summed over every process."""
-        return self.stats.to_dict()
+        """Statistics and ``pattern_memory_bytes``; a persistent cache's counters are summed over every process."""
+        stats = self._snapshot().to_dict()
+        stats["pattern_memory_bytes"] = self._pattern_front().currsize
+        return stats
 
     @property
-    def stats(self) -> CacheStats:
-        """A fresh snapshot of the statistics (``cache.stats.hits`` works as in the seed)."""
+    def stats(self) -> LiveStats:
+        """The statistics as a live object: ``cache.stats.hits`` is always current, ``cache.stats.hits = 0`` sets it."""
+        return LiveStats(self._snapshot, self._set_stat)
+
+    @stats.setter
+    def stats(self, value: CacheStats | LiveStats) -> None:
+        """``cache.stats = CacheStats()`` sets each counter to the given one's (hit rate, memory, entries are not)."""
+        given = value.snapshot() if isinstance(value, LiveStats) else value
+        if not isinstance(given, CacheStats):
+            raise TypeError(f"cache.stats must be set to a CacheStats, not {type(value).__name__}")
+        targets = {name: getattr(given, name) for name in (*_LOCAL_COUNTERS, "front_hits")}
+        if given.hits != sum(targets[name] for name in constants.HIT_COUNTERS):
+            targets.update(self._hits_target(given.hits))
+        self._set_counters(targets)
+
+    def _set_stat(self, name: str, value: int) -> None:
+        self._set_counters(self._hits_target(value) if name == "hits" else {name: value})
+
+    @staticmethod
+    def _hits_target(hits: int) -> dict[str, int]:
+        # Hits are a sum over tiers: a bare number of hits is booked to the memory tier.
+        return {name: hits if name == "front_hits" else 0 for name in constants.HIT_COUNTERS}
+
+    def _set_counters(self, targets: dict[str, int]) -> None:
+        """Move each counter to its target by adding the difference (to the store too, for a persistent cache)."""
+        now = self._snapshot()
+        for name, target in targets.items():
+            delta = int(target) - getattr(now, name)
+            if not delta:
+                continue
+            with self._lock:
+                if name == "front_hits":
+                    self._front_hits_reset -= delta  # the front layer counts its own hits
+                else:
+                    self._counts[name] += delta
+            if self.store is not None and name in _STORE_COUNTERS:
+                with self._guard("put"):
+                    self.store.add(**{name: delta})
+
+    def _snapshot(self) -> CacheStats:
+        """The statistics now, as a plain CacheStats."""
         with self._lock:
             counts = dict(self._counts)
         counts["front_hits"] = self._front.hits - self._front_hits_reset
@@ -602,9 +703,11 @@ class BytecodeCache:
         found = self._file_key(file_path)
         if found is None:
             self._count("misses")
+            self._count("file_misses")
             return None
         key, resolved, _ = found
         value = self.lookup(key)
+        self._count("file_hits" if value is not None else "file_misses")
         if value is None:
             return None
         self._file_keys.setdefault(resolved, set()).add(key)
@@ -632,3 +735,78 @@ class BytecodeCache:
         """Whether a source file has bytecode cached for its current content."""
         found = self._file_key(file_path)
         return found is not None and self.contains_key(found[0])
+
+    # ------------------------------------------------------------------ the rest of zexus 2.0's API
+
+    OVERSIZED_FATE = "it is not kept in memory (a persistent cache still stores it and serves it from there)"
+    MAX_PATTERNS = 500  # zexus 2.0's bound on the pattern tier
+
+    def _oversized(self, size: int, limit: int, what: str = "an entry") -> None:
+        """Count a value larger than the whole in-memory limit, and say once what becomes of it."""
+        self._count("oversized")
+        self._warn(f"oversized {what}", f"{what} of {size} bytes exceeds the in-memory limit ({limit} bytes): "
+                   f"{self.OVERSIZED_FATE}")
+
+    def _hash_ast(self, ast_node: Any) -> str:
+        """zexus 2.0's name for :meth:`key_for`."""
+        return self.key_for(ast_node)
+
+    def _pattern_front(self) -> FrontCache:
+        """The pattern tier (memory only; 500 entries, a quarter of the memory limit, as zexus), made on first use."""
+        front = self.__dict__.get("_patterns")
+        if front is None:
+            # The class of the entries' front layer: compat's keeps an oversized value, as the seed does.
+            made = type(self._front)(self.MAX_PATTERNS, max(1, self.max_memory_bytes // 4))
+            front = self.__dict__.setdefault("_patterns", made)
+        return front
+
+    def get_by_pattern(self, ast_node: Any) -> Any | None:
+        """Bytecode that put_by_pattern stored for a tree of the same shape (compiled for *that* tree), or None."""
+        from .patterns import pattern_key
+
+        key = pattern_key(ast_node)
+        value = None if key is None else self._pattern_front().get(key)
+        if value is not None:
+            self._count("pattern_hits")
+        return value
+
+    def put_by_pattern(self, ast_node: Any, bytecode: Any) -> None:
+        """Keep bytecode for every tree of this shape: literals and names masked (see patterns.py), memory only."""
+        from .patterns import pattern_key
+
+        key = pattern_key(ast_node)
+        if key is None:
+            self._warn("pattern", "not keeping bytecode by pattern for a tree that has none (a cycle, mixed dict keys)")
+            return
+        front = self._pattern_front()
+        size = deep_sizeof(bytecode)
+        if size > front.max_bytes:
+            self._oversized(size, front.max_bytes, "a pattern entry")
+        front.put(key, bytecode, size)
+
+    def get_file_cache_info(self, file_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """zexus 2.0's fields for the bytecode cached for a source file's current content, or None."""
+        found = self._file_key(file_path)
+        if found is None:
+            return None
+        key, resolved, content = found
+        front = self._front.peek(key)
+        if front is not None:
+            value, cached_at = front.value, front.created_at
+        elif self.store is not None:
+            value = cached_at = None
+            with self._guard("get"):
+                info = self.store.info(key)
+                cached_at = None if info is None else info["created_at"]
+                # Counting the bytecodes means decoding them; the read counts as a use of the entry.
+                value = None if info is None else self._load(key, self.fingerprint)
+            if value is None:
+                return None
+        else:
+            return None
+        try:
+            mtime: float | None = os.stat(resolved).st_mtime
+        except OSError:
+            mtime = None
+        return {"file_path": resolved, "mtime": mtime, "content_hash": content, "bytecode_count": len(value),
+                "cached_at": cached_at}

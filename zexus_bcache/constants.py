@@ -17,6 +17,8 @@ COUNTERS = (
     "front_hits", "store_hits", "misses", "puts", "evictions", "corrupt", "write_errors",
     # the shared tier, as seen by the clients of this (local) database
     "shared_hits", "shared_misses", "shared_errors", "auth_failures", "shared_puts", "shared_dropped",
+    # zexus 2.0's breakdown (file lookups, pattern hits) and entries too large for the memory tier
+    "file_hits", "file_misses", "pattern_hits", "oversized",
 )
 """Cumulative statistics, summed over every process that used the database. A counter is a row
 of the ``counters`` table, added to with an upsert: a new one needs no migration."""
