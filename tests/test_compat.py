@@ -389,3 +389,18 @@ def test_main_class_keeps_its_own_semantics_and_says_so(tmp_path: Path, caplog: 
     plain.clear()
     assert plain.stats.hits == 1, "clear() keeps the statistics; reset_stats() zeroes them"
     assert os.listdir(Path.cwd()) == ["store"], "memory-only caches wrote no file"
+
+
+def test_the_readme_table_has_a_row_for_every_public_name_of_zexus_cache() -> None:
+    """The README's row-by-row table cannot silently miss a method zexus's cache has."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### zexus 2.0's cache API and ours", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    with integration.quiet():
+        import zexus.vm.cache as theirs
+    names = {n for n, _ in inspect.getmembers(theirs.BytecodeCache, inspect.isfunction) if not n.startswith("__")}
+    names -= {n for n in names if n.startswith("_") and n != "_hash_ast"}  # private helpers
+    names |= {"CACHE_VERSION", "FileMetadata", "CacheEntry", "CacheStats"}
+    first_cells = " ".join(row.split("|")[1] for row in rows)
+    missing = sorted(n for n in names if f"`{n}" not in first_cells and f" {n}(" not in first_cells)
+    assert not missing, f"README table lacks rows for: {missing}"
