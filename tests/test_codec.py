@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import subprocess
 import sys
+import tracemalloc
 import zlib
 from pathlib import Path
 
 import pytest
+from bytecode_compare import assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from zx_programs import all_programs
 
-from bytecode_compare import assert_same
+from zexus_bcache import cache as cache_module
 from zexus_bcache import codec, integration
 from zexus_bcache.codec import Bytecode, CodecError
-from zx_programs import all_programs
+from zexus_bcache.front import deep_sizeof
 
 with integration.quiet():
     from zexus import zexus_ast
@@ -42,6 +46,11 @@ def _forge(raw: bytes, version: int = codec.FORMAT_VERSION, flags: int = codec.F
     body = zlib.compress(raw) if flags & codec.FLAG_ZLIB else raw
     prefix = codec._HEADER.pack(codec.MAGIC, version, flags, len(body), len(raw), b"")[: codec._CHECKED_PREFIX]
     return prefix + codec._checksum(prefix, body) + body
+
+
+def _body(constants: str, constant_fix: str) -> bytes:
+    """A format-2 body of one Bytecode with no instructions and the given constants (JSON text)."""
+    return f'["B","",[],[],[],{constants},{constant_fix},["d",{{}}],["L"],["d",{{}}],{{}}]'.encode()
 
 
 def _bytecode(constants: list, instructions: list | None = None) -> Bytecode:
@@ -141,17 +150,18 @@ def test_shared_references_are_kept() -> None:
     assert back[0] is back[1][0] and back[1][1] is back[2]["a"] is back[3]["node"] and back[3]["again"] is back[2]
 
 
-def test_cycles_are_kept() -> None:
+def test_cycles_are_refused_at_encode() -> None:
     cyclic: list = []
     cyclic.append(cyclic)
     node = zexus_ast.Identifier("self")
     node.parent = {"child": node}
     inner = _bytecode([])
     inner.constants.append({"name": "rec", "bytecode": inner})
-    back = codec.decode(codec.encode(_bytecode([cyclic, node, inner]))).constants
-    assert back[0][0] is back[0]
-    assert back[1].parent["child"] is back[1] and back[1].value == "self"
-    assert back[2].constants[0]["bytecode"] is back[2]
+    for value in (cyclic, node):
+        with pytest.raises(CodecError, match="cycle"):
+            codec.encode(_bytecode([value]))
+    with pytest.raises(CodecError, match="cycle"):
+        codec.encode(inner)
 
 
 def test_sharing_that_cannot_be_ordered_or_kept_is_refused() -> None:
@@ -249,31 +259,39 @@ def test_non_bytes_input_is_refused() -> None:
 @pytest.mark.parametrize(
     "raw,message",
     [
-        (b'["B",[],[["N","os.system",{}]],["d",{}],["L"],["d",{}],{}]', "unknown AST node class"),
-        (b'["B",[],[["E","os","system"]],["d",{}],["L"],["d",{}],{}]', "unknown enum"),
-        (b'["B",[],[["X",1]],["d",{}],["L"],["d",{}],{}]', "unknown tag"),
-        (b'["B",[99999,null],[],["d",{}],["L"],["d",{}],{}]', "unknown opcode"),
-        (b'["B",[1],[],["d",{}],["L"],["d",{}],{}]', "malformed Bytecode"),
+        (_body('[["N","os.system",{}]]', "[0]"), "unknown AST node class"),
+        (_body('[["E","os","system"]]', "[0]"), "unknown enum"),
+        (_body('[["X",1]]', "[0]"), "unknown tag"),
+        (b'["B","\\uffff",[null],[],[],[],[],["d",{}],["L"],["d",{}],{}]', "unknown opcode"),
+        (b'["B","!",[],[],[],[],[],["d",{}],["L"],["d",{}],{}]', "malformed Bytecode"),
         (b'{"a":1}', "top level"),
         (b'not json', "invalid body"),
-        (b"[" * 100000 + b"]" * 100000, "nesting too deep|top level"),
+        (b"[" * 100000 + b"]" * 100000, "nesting too deep|top level|expansion limit"),
         (b'["M",["L",1]]', "not a Bytecode"),
-        (b'["B",[],[["S",["L"]]],["d",{}],["L"],["d",{}],{}]', "malformed value"),
-        (b'["B",[],[["R",0]],["d",{}],["L"],["d",{}],{}]', "dangling reference"),
-        (b'["B",[],[["@",0,"L"],["@",0,"L"]],["d",{}],["L"],["d",{}],{}]', "malformed reference"),
-        (b'["B",[],[["@",0,"T",1]],["d",{}],["L"],["d",{}],{}]', "cannot be shared"),
+        (_body('[["S",["L"]]]', "[0]"), "malformed value"),
+        (_body('[["R",0]]', "[0]"), "dangling reference"),
+        (_body('[["@",0,"L"],["@",0,"L"]]', "[0,1]"), "malformed reference"),
+        (_body('[["@",0,"T",1]]', "[0]"), "cannot be shared"),
+        (_body('[["L",1]]', "[]"), "not listed"),
+        (_body('[["L",1],2]', "[1]"), "bad patch index"),
+        (_body('[["@",0,"L",["R",0]]]', "[0]"), "cycle"),
     ],
     ids=["ast-class", "enum", "tag", "opcode", "odd-instructions", "object", "json", "deep", "list", "unhashable",
-         "dangling", "redefined", "shared-tuple"],
+         "dangling", "redefined", "shared-tuple", "unlisted-array", "bad-index", "cyclic-constant"],
 )
 def test_forged_bodies_with_valid_checksums_are_refused(raw: bytes, message: str) -> None:
     with pytest.raises(CodecError, match=message):
         codec.decode(_forge(raw))
 
 
+def test_uncompressed_deep_json_is_refused() -> None:
+    with pytest.raises(CodecError, match="nesting too deep|top level"):
+        codec.decode(_forge(b"[" * 100000 + b"]" * 100000, flags=0))
+
+
 def test_deep_forged_nesting_is_refused_by_depth_limit() -> None:
     deep = '["L",' * (codec.MAX_DEPTH + 10) + "1" + "]" * (codec.MAX_DEPTH + 10)
-    raw = f'["B",[],[{deep}],["d",{{}}],["L"],["d",{{}}],{{}}]'.encode()
+    raw = _body(f"[{deep}]", "[0]")
     with pytest.raises(CodecError, match="nesting"):
         codec.decode(_forge(raw))
 
@@ -288,8 +306,117 @@ def test_decompression_bomb_is_bounded() -> None:
         codec.decode(huge + codec._checksum(huge, b""))
 
 
+def _peak_bytes(fn: object) -> int:
+    """Peak memory traced while fn() runs (it must raise CodecError)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(CodecError) as info:
+            fn()  # type: ignore[operator]
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        _ = info
+
+
+def test_hash_flood_is_refused_without_quadratic_work() -> None:
+    """40,000 big-int keys that all hash to 0 (issue 16 item 7): refused before the dict is built."""
+    mersenne = (1 << 61) - 1
+    assert len({hash(k * mersenne) for k in range(1, 1000)}) == 1
+    keys = ",".join(f'["i","{k * mersenne:x}"],0' for k in range(1, 40_001))
+    data = _forge(_body(f'[["D",{keys}]]', "[0]"))
+    assert 100_000 < len(data) < 1_000_000
+    peak = _peak_bytes(lambda: codec.decode(data))
+    with pytest.raises(CodecError, match="hash flooding"):
+        codec.decode(data)
+    assert peak < 100 * 2**20
+    # The same size with ordinary keys decodes, and a few real collisions (-1 and -2 hash alike) are fine.
+    plain = ",".join(f'["i","{k + (1 << 64):x}"],0' for k in range(40_000))
+    assert len(codec.decode(_forge(_body(f'[["D",{plain}]]', "[0]"))).constants[0]) == 40_000
+    collide = [{-1: "a", -2: "b"}, {-1, -2}]
+    assert codec.decode(codec.encode(_bytecode(collide))).constants == collide
+
+
+def test_repetition_bomb_is_refused_before_inflating() -> None:
+    """A ~60 KB body that would inflate to 60 MB of constants is refused from its header."""
+    deflate = zlib.compressobj(9)
+    parts = [deflate.compress(b'["B","",[],[],[],[')] + [deflate.compress(b"0," * 500_000) for _ in range(60)]
+    parts.append(deflate.compress(b'0],[],["d",{}],["L"],["d",{}],{}]') + deflate.flush())
+    body = b"".join(parts)
+    raw_len = 60 * 1_000_000 + 53
+    assert raw_len <= codec.MAX_RAW_BYTES and len(body) < 100_000
+    prefix = codec._HEADER.pack(codec.MAGIC, codec.FORMAT_VERSION, codec.FLAG_ZLIB, len(body), raw_len, b"")
+    prefix = prefix[: codec._CHECKED_PREFIX]
+    data = prefix + codec._checksum(prefix, body) + body
+    with pytest.raises(CodecError, match="expansion limit"):
+        codec.decode(data)
+    assert _peak_bytes(lambda: codec.decode(data)) < 2**20
+
+
+def test_back_reference_bomb_is_refused() -> None:
+    """60 lists each holding the previous one twice: 2**60 values for any walker; refused by the value count."""
+    chain = ['["@",0,"L",1,1]'] + [f'["@",{i},"L",["R",{i - 1}],["R",{i - 1}]]' for i in range(1, 60)]
+    data = _forge(_body(f"[{','.join(chain)}]", str(list(range(60))).replace(" ", "")))
+    with pytest.raises(CodecError, match="expand"):
+        codec.decode(data)
+    assert _peak_bytes(lambda: codec.decode(data)) < 2**20
+    ok = ['["@",0,"L",1,1]', '["R",0]', '["R",0]']  # ordinary sharing is kept
+    back = codec.decode(_forge(_body(f"[{','.join(ok)}]", "[0,1,2]"))).constants
+    assert back[0] is back[1] is back[2] == [1, 1]
+
+
+def test_self_referencing_entries_and_cyclic_operands_are_refused() -> None:
+    empty = '"",[],[],[],[],[],["d",{}],["L"],["d",{}],{}'
+    self_ref = _forge(_body('[["@",0,"B","!",[0],[],[],[["R",0]],[0],["d",{}],["L"],["d",{}],{}]]', "[0]"))
+    operand = _forge(b'["B","!",[["@",0,"L",["R",0]]],[0],[],[],[],["d",{}],["L"],["d",{}],{}]')
+    node = _forge(_body('[["@",0,"N","Identifier",{"value":"x","me":["R",0]}]]', "[0]"))
+    for data in (self_ref, operand, node):
+        with pytest.raises(CodecError, match="cycle"):
+            codec.decode(data)
+    assert type(codec.decode(_forge(('["B",' + empty + "]").encode()))) is Bytecode
+
+
+def _at_depth(n: int, fn: object) -> object:
+    return fn() if n <= 0 else _at_depth(n - 1, fn)  # type: ignore[operator]
+
+
+def test_decoding_does_not_depend_on_the_callers_stack_depth() -> None:
+    """Issue 16 item 10: a valid entry decoded 40 frames below the recursion limit is not reported as corrupt."""
+    _, bytecode = max(COMPILED, key=lambda nb: len(codec.encode(nb[1])))
+    nested: list = [1]
+    for _ in range(codec.MAX_DEPTH - 10):
+        nested = [nested]
+    deep = _bytecode([nested])
+    for value in (bytecode, deep):
+        data = codec.encode(value)
+        headroom = sys.getrecursionlimit() - len(inspect.stack()) - 40
+        assert_same(value, _at_depth(headroom, lambda d=data: codec.decode(d)))
+        assert _at_depth(headroom, lambda v=value: codec.encode(v)) == data
+    too_deep = '["L",' * (codec.MAX_DEPTH + 10) + "1" + "]" * (codec.MAX_DEPTH + 10)
+    headroom = sys.getrecursionlimit() - len(inspect.stack()) - 40
+    with pytest.raises(CodecError, match="nesting"):
+        _at_depth(headroom, lambda: codec.decode(_forge(_body(f"[{too_deep}]", "[0]"))))
+
+
+@pytest.mark.parametrize("name,bytecode", COMPILED[::3], ids=[n for n, _ in COMPILED[::3]])
+def test_encode_measured_is_encode_deep_sizeof_and_shape_in_one_walk(name: str, bytecode: Bytecode) -> None:
+    measured = codec.encode_measured(bytecode)
+    assert measured.payload == codec.encode(bytecode)
+    assert measured.mem_size == deep_sizeof(bytecode)
+    assert (measured.n_instructions, measured.n_constants) == cache_module._shape(bytecode)
+    pair = [bytecode, COMPILED[0][1]]
+    both = codec.encode_measured(pair)
+    assert (both.payload, both.mem_size) == (codec.encode(pair), deep_sizeof(pair))
+    assert (both.n_instructions, both.n_constants) == cache_module._shape(pair)
+
+
+def test_format_1_payloads_are_refused_cleanly() -> None:
+    with pytest.raises(CodecError, match="unsupported payload format version 1"):
+        codec.decode(_forge(b'["B",[1,0],[1],["d",{}],["L"],["d",{}],{}]', version=1))
+
+
 def test_codec_source_uses_no_code_executing_deserializer() -> None:
     source = Path(codec.__file__).read_text(encoding="utf-8")
+    source += Path(codec.codec_tree.__file__).read_text(encoding="utf-8")
     for word in ("import pickle", "import marshal", "eval(", "exec(", "__import__", "importlib", "getattr("):
         assert word not in source
 

@@ -7,10 +7,18 @@ import threading
 import tracemalloc
 
 import pytest
+from zx_programs import corpus_programs
 
 from zexus_bcache import codec, integration
+from zexus_bcache import front as front_module
 from zexus_bcache.front import FrontCache, deep_sizeof
-from zx_programs import corpus_programs
+
+
+def test_codec_measures_with_the_same_shared_singletons() -> None:
+    """codec.encode_measured's size equals deep_sizeof only while both skip the same shared objects."""
+    from zexus_bcache import codec_tree
+
+    assert codec_tree.SHARED_IDS == front_module._SHARED_IDS
 
 
 def test_lru_order_under_max_entries() -> None:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from zexus_bcache import integration, keys
+from zexus_bcache import constants, integration, keys
 from zexus_bcache.errors import BcacheError, KeyingError
 from zx_programs import all_programs
 
@@ -186,7 +186,7 @@ def test_fingerprint_changes_with_each_input(fresh_fingerprints, monkeypatch):
     seen.add(keys.compiler_fingerprint())
     monkeypatch.undo()
 
-    monkeypatch.setattr(codec, "FORMAT_VERSION", codec.FORMAT_VERSION + 1)
+    monkeypatch.setattr(keys, "FORMAT_VERSION", constants.FORMAT_VERSION + 1)
     keys._compiler_fingerprint.cache_clear()
     seen.add(keys.compiler_fingerprint())
     monkeypatch.undo()

@@ -10,6 +10,10 @@ HEAD_REVISION = "0002_entry_signature"
 """The newest revision in migrations/: opening an up-to-date cache compares with it instead of
 loading Alembic. A test keeps it equal to Alembic's head; a new revision must update it."""
 
+FORMAT_VERSION = 2
+"""The codec's payload format (zexus_bcache.codec). Part of every compiler fingerprint, so rows
+written by another format are misses; a change to the format must bump it."""
+
 KINDS = ("ast", "source", "file")
 """What an entry's key was computed from."""
 

@@ -29,6 +29,7 @@ import os
 import sys
 from typing import Any
 
+from .constants import FORMAT_VERSION
 from .errors import KeyingError
 
 CACHE_EPOCH = 1
@@ -57,9 +58,6 @@ def compiler_fingerprint(optimize: bool = True, compiler: str = "vm") -> str:
 
 @functools.cache
 def _compiler_fingerprint(optimize: bool, compiler: str) -> str:
-    # Imported here: the codec loads zexus, which the key functions themselves never need.
-    from .codec import FORMAT_VERSION
-
     fields = {
         "epoch": CACHE_EPOCH,
         # The distribution's version: zexus.__version__ still says 1.8.4 in zexus 2.0.0.
@@ -123,7 +121,7 @@ def source_key(source: str | bytes, fingerprint: str, filename: str | None = Non
 class _Marker:
     """A stack entry that tells the walker to do something, rather than a value to write."""
 
-    __slots__ = ("kind", "arg")
+    __slots__ = ("arg", "kind")
 
     def __init__(self, kind: int, arg: Any):
         self.kind = kind
