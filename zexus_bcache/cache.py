@@ -371,35 +371,39 @@ class BytecodeCache:
         fingerprint: str | None = None,
     ) -> None:
         """Put value under key in the front layer and (unless skip_disk) write it through to the store."""
-        size = deep_sizeof(value)
         self._count("puts")
-        if size > self._front.max_bytes and self._front.max_entries:
-            self._oversized(size, self._front.max_bytes)
         local = self.store is not None and not self.read_only
         shared = self.shared is not None and not self.shared.read_only
+        size = None
         if (local or shared) and not skip_disk:
-            self._write_through(key, value, size, kind, fingerprint or self.fingerprint, source_path, source_hash)
+            # One walk: the payload, the measured in-memory size and the shape together.
+            size = self._write_through(key, value, kind, fingerprint or self.fingerprint, source_path, source_hash)
+        if size is None:
+            size = deep_sizeof(value)
+        if size > self._front.max_bytes and self._front.max_entries:
+            self._oversized(size, self._front.max_bytes)
         # Only now: a front hit from another thread records an access, which must find the row.
         self._front_put(key, value, size)
 
     def _write_through(
-        self, key: str, value: Any, size: int, kind: str, fingerprint: str, source_path: str | None,
-        source_hash: str | None,
-    ) -> None:
+        self, key: str, value: Any, kind: str, fingerprint: str, source_path: str | None, source_hash: str | None
+    ) -> int | None:
+        """Encode value and write it to the store and the shared tier; its measured size (None: not encodable)."""
         try:
-            payload = codec.encode(value)
+            encoded = codec.encode_measured(value)
         except CodecError as exc:
             self._warn("encode", f"not persisting bytecode the codec cannot encode exactly: {exc}")
-            return
-        n_instructions, n_constants = _shape(value)
+            return None
         meta: dict[str, Any] = dict(
             kind=kind, fingerprint=fingerprint, codec_version=codec.FORMAT_VERSION,
-            n_instructions=n_instructions, n_constants=n_constants, mem_size=size, source_hash=source_hash,
+            n_instructions=encoded.n_instructions, n_constants=encoded.n_constants, mem_size=encoded.mem_size,
+            source_hash=source_hash,
         )
         if self.store is not None and not self.read_only:
-            self._store_put(key, payload, source_path=source_path, **meta)
+            self._store_put(key, encoded.payload, source_path=source_path, **meta)
         if self.shared is not None:
-            self.shared.put(key, payload, **meta)  # queued: never waits for the network
+            self.shared.put(key, encoded.payload, **meta)  # queued: never waits for the network
+        return encoded.mem_size
 
     def _store_put(self, key: str, payload: bytes, **meta: Any) -> None:
         """Write one entry to the store (a failure is a warning and a write error); evict now and then."""
