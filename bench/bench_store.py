@@ -4,9 +4,11 @@ decoded bytecode by key from every peer.
 Run alone: python -m bench --only store [--quick]
 
 Targets (from the issue): Store.get <= 1.0x diskcache get (default policy) and <= 0.25x its
-LRU get; Store.put <= 0.75x diskcache set. Every get pass starts from a freshly opened
-instance ("cold": nothing of ours in memory); rounds alternate between the implementations
-so that machine noise hits them alike. Medians and p95 are per call, over all rounds.
+LRU get; Store.put <= 0.75x diskcache set. "store.put (at limit)" is a put into a store already
+at its max_entries: each one evicts the least recently used entry in its own transaction. Every
+get pass starts from a freshly opened instance ("cold": nothing of ours in memory); rounds
+alternate between the implementations so that machine noise hits them alike. Medians and p95
+are per call, over all rounds.
 
 The second part is one level up, real bytecode by key (the key already computed): our front
 hit (``BytecodeCache.lookup``), our store hit (front off: SELECT + decode), zexus's memory hit, its
@@ -82,7 +84,8 @@ def front_cache(keys: list[str], bytecodes: list[Any]) -> BytecodeCache:
 def bytes_level(n: int, rounds: int, root: Path, bytecodes: list[Any]) -> Timings:
     """Measure every operation for ``rounds`` alternating rounds."""
     data = payloads(n)
-    t: Timings = {name: [] for name in ("store.put", "dc.set", "store.get", "dc.get", "dc_lru.get")}
+    names = ("store.put", "dc.set", "store.put (at limit)", "store.get", "dc.get", "dc_lru.get")
+    t: Timings = {name: [] for name in names}
     t["flush per access"] = []
     t["front.hit"] = []
     store_path, dc_dir, lru_dir = root / "store.db", root / "dc", root / "dc_lru"
@@ -96,6 +99,11 @@ def bytes_level(n: int, rounds: int, root: Path, bytecodes: list[Any]) -> Timing
             else:
                 with diskcache.Cache(str(root / f"dcput{r}")) as cache:
                     timed((lambda k=k, p=p: cache.set(k, p) for k, p in data), t["dc.set"])
+        with Store(root / f"full{r}.db") as store:
+            store.set_setting("max_entries", len(data) // 4)
+            for key, payload in payloads(len(data) // 4, seed=99 + r):  # full before the first timed put
+                store_put(store, key, payload)
+            timed((lambda k=k, p=p: store_put(store, k, p) for k, p in data), t["store.put (at limit)"])
 
     with Store(store_path) as store:
         for key, payload in data:
@@ -140,7 +148,8 @@ def bytecode_level(progs: list[Program], rounds: int, per_program: int, root: Pa
         order = random.Random(r).sample(keys, len(keys))
         for peer in peers:
             samples: list[float] = []
-            timed_calls([lambda k=k, i=i: peer.put_key(k, bcs[i % len(bcs)]) for i, k in enumerate(keys)], samples)
+            puts = [lambda k=k, i=i, peer=peer: peer.put_key(k, bcs[i % len(bcs)]) for i, k in enumerate(keys)]
+            timed_calls(puts, samples)
             out.setdefault(f"{peer.name} put", []).append(samples)
         for peer in peers:
             if peer.name == "ours (persistent)":
@@ -149,7 +158,8 @@ def bytecode_level(progs: list[Program], rounds: int, per_program: int, root: Pa
             between = peer.forget_memory if peer.name == "zexus (persistent)" else None  # type: ignore[attr-defined]
             if between is not None:
                 between()
-            timed_calls([lambda k=k: peer.get_key(k) for k in order], samples, between=between)
+            gets: list[Callable[[], object]] = [lambda k=k, peer=peer: peer.get_key(k) for k in order]
+            timed_calls(gets, samples, between=between)
             out.setdefault(f"{peer.name} get", []).append(samples)
             peer.close()
     return out
@@ -214,13 +224,13 @@ def run(progs: list[Program], quick: bool, workdir: Path) -> dict[str, Any]:
 
 def tables(r: dict[str, Any]) -> list[dict[str, Any]]:
     b = r["bytes_level"]
-    rows = [[name, x["median"], x["p95"], x["mean"], f"{min(x['round_medians']):.2f}–{max(x['round_medians']):.2f}", x["n"]]
-            for name, x in b.items() if name != "flush per access"]  # fmt: skip
+    rows = [[name, x["median"], x["p95"], x["mean"], f"{min(x['round_medians']):.2f}–{max(x['round_medians']):.2f}",  # noqa: RUF001
+             x["n"]] for name, x in b.items() if name != "flush per access"]  # fmt: skip
     f = b["flush per access"]
     rows.append(["flush, per recorded access", f["median"], f["p95"], f["mean"], "", f["n"]])
     out = [table(
-        f"Store vs diskcache, bytes level ({r['payloads']} payloads of 2–20 KB, {r['rounds']} alternating rounds)",
-        ["operation", "median µs", "p95 µs", "mean µs", "median per round, min–max", "calls"],
+        f"Store vs diskcache, bytes level ({r['payloads']} payloads of 2–20 KB, {r['rounds']} alternating rounds)",  # noqa: RUF001
+        ["operation", "median µs", "p95 µs", "mean µs", "median per round, min–max", "calls"],  # noqa: RUF001
         rows,
         "store.get starts from a freshly opened Store (nothing of ours in memory); its recorded accesses are "
         "written by a batched flush, timed apart. dc_lru = diskcache with eviction_policy='least-recently-used'. "
@@ -236,7 +246,7 @@ def tables(r: dict[str, Any]) -> list[dict[str, Any]]:
         "Front and store latencies, real bytecode by key (µs per call)",
         ["tier", "get median", "get p95", "put median", "put p95"],
         rows,
-        "Ours / peer, median per round (min–max over rounds), lower is better for ours: " + ratios
+        "Ours / peer, median per round (min–max over rounds), lower is better for ours: " + ratios  # noqa: RUF001
         + ". zexus's disk tier returns lossy bytecode (see the codec table).",
         key=True,
     ))

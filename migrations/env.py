@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from zexus_bcache import schema
 from zexus_bcache.errors import StoreError
+from zexus_bcache.store import schema
 
 config = context.config
 target_metadata = schema.metadata

@@ -5,20 +5,21 @@ Each test gets a fresh database (conftest.py); without ZEXUS_BCACHE_TEST_PG_URL 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cli_helpers import as_json, clean_error, ok
+from cli_helpers import invoke as invoke_cli
 from click.testing import Result
+from zx_programs import CORPUS_DIR
 
 from zexus_bcache import store
 from zexus_bcache.cache import BytecodeCache
 from zexus_bcache.shared import verify
 from zexus_bcache.store import Store
-import test_cli
-from test_cli import as_json, clean_error, ok
-from zx_programs import CORPUS_DIR
 
 PROGRAMS = ["01_recursion_factorial.zx", "03_recursion_ackermann.zx", "06_actions_params_returns.zx"]
 KEY = "cli-test-key-0123456789abcdef"
@@ -27,8 +28,16 @@ KEY = "cli-test-key-0123456789abcdef"
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test in its own project directory, with no cache settings from the environment."""
-    for name in ("PATH", "MAX_ENTRIES", "MAX_BYTES", "POLICY", "MAX_MEMORY_MB", "SHARED_URL", "SHARED_READ_ONLY",
-                 "SHARED_KEY_FILE"):
+    for name in (
+        "PATH",
+        "MAX_ENTRIES",
+        "MAX_BYTES",
+        "POLICY",
+        "MAX_MEMORY_MB",
+        "SHARED_URL",
+        "SHARED_READ_ONLY",
+        "SHARED_KEY_FILE",
+    ):
         monkeypatch.delenv(f"ZEXUS_BCACHE_{name}", raising=False)
     monkeypatch.setenv("ZEXUS_BCACHE_SHARED_KEY", KEY)
     monkeypatch.chdir(tmp_path)
@@ -53,7 +62,7 @@ def pg(pg_url: str, sources: list[Path]) -> str:
 
 
 def invoke(*args: str, input: str | None = None) -> Result:
-    return test_cli.invoke(None, *args, input=input)  # the URL is among args (--cache ...)
+    return invoke_cli(None, *args, input=input)  # the URL is among args (--cache ...)
 
 
 def plain(url: str) -> str:
@@ -89,7 +98,7 @@ def test_evict_invalidate_clear_vacuum(pg: str, sources: list[Path]) -> None:
     remaining = [e for e in as_json(invoke("--cache", pg, "ls", "--json"))]
     gone = as_json(invoke("--cache", pg, "invalidate", "--file", remaining[0]["source_path"], "--json"))
     assert gone["removed"] == 1
-    assert "removed 1 entries" in ok(invoke("--cache", pg, "clear", "--yes")).stdout
+    assert "removed 1 entry" in ok(invoke("--cache", pg, "clear", "--yes")).stdout
     assert ok(invoke("--cache", pg, "vacuum")).stdout.startswith("vacuumed postgresql+psycopg://")
     with Store(pg, read_only=True) as s:
         assert s.count() == 0
@@ -105,15 +114,25 @@ def test_doctor_checks_payloads_and_orphans_and_repairs(pg: str) -> None:
         conn.exec_driver_sql("UPDATE blobs SET payload = 'garbage'::bytea WHERE checksum = %(c)s", {"c": digest})
         conn.exec_driver_sql("INSERT INTO blobs (checksum, payload) VALUES ('00', 'x'::bytea)")
     engine.dispose()
-    clean_error(invoke("--cache", pg, "doctor"), "problem(s) found")
+    clean_error(invoke("--cache", pg, "doctor"), "2 problems found")
     found = as_json(invoke("--cache", pg, "doctor", "--json", "--repair"))
     assert found["repairs"] and found["problems"] == 2
     assert as_json(invoke("--cache", pg, "doctor", "--json"))["ok"]
 
 
 def test_sql_reads_and_refuses_writes(pg: str) -> None:
-    rows = as_json(invoke("--cache", pg, "sql", "SELECT kind, COUNT(*) AS n FROM entries WHERE kind = :k GROUP BY kind",
-                          "-p", "k", "source", "--json"))
+    rows = as_json(
+        invoke(
+            "--cache",
+            pg,
+            "sql",
+            "SELECT kind, COUNT(*) AS n FROM entries WHERE kind = :k GROUP BY kind",
+            "-p",
+            "k",
+            "source",
+            "--json",
+        )
+    )
     assert rows == [{"kind": "source", "n": 3}]
     assert "hit_rate" in ok(invoke("--cache", pg, "sql", "SELECT * FROM cache_stats", "--csv")).stdout
     clean_error(invoke("--cache", pg, "sql", "DELETE FROM entries"), "read-only query refused", "DELETE")
@@ -125,9 +144,9 @@ def test_sql_reads_and_refuses_writes(pg: str) -> None:
 
 def test_db_commands(pg_url: str) -> None:
     history = as_json(invoke("--cache", pg_url, "db", "history", "--json"))
-    assert [r["revision"] for r in history] == ["0002_entry_signature", "0001_initial"]
+    assert [r["revision"] for r in history] == ["0003_entry_totals", "0002_entry_signature", "0001_initial"]
     assert not any(r["current"] for r in history)  # an empty database
-    assert "upgraded base -> 0002_entry_signature" in ok(invoke("--cache", pg_url, "db", "upgrade")).stdout
+    assert "upgraded base -> 0003_entry_totals" in ok(invoke("--cache", pg_url, "db", "upgrade")).stdout
     assert as_json(invoke("--cache", pg_url, "db", "current", "--json"))["status"] == "up to date"
     ok(invoke("--cache", pg_url, "db", "downgrade", "0001_initial", "--yes"))
     current = as_json(invoke("--cache", pg_url, "db", "current", "--json"))
@@ -140,10 +159,22 @@ def test_db_commands(pg_url: str) -> None:
 def test_config_shows_the_shared_settings_without_the_key(pg_url: str, tmp_path: Path) -> None:
     data = as_json(invoke("--cache", pg_url, "--shared", plain(pg_url), "--shared-read-only", "config", "--json"))
     settings = data["settings"]
-    assert settings["path"]["value"] == pg_url and settings["path"]["source"] == "command line"
-    assert settings["shared_url"] == {"value": plain(pg_url), "source": "command line", "origin": "--shared"}
+    password = sa.make_url(pg_url).password
+    assert password and password not in json.dumps(data)  # a database URL's password is never shown
+    assert settings["path"]["value"] == pg_url.replace(password, "***") and settings["path"]["source"] == "command line"
+    assert settings["shared_url"] == {
+        "value": plain(pg_url).replace(password, "***"),
+        "source": "command line",
+        "origin": "--shared",
+    }
+    table = ok(invoke("--cache", pg_url, "--shared", pg_url, "config")).stdout
+    assert password not in table and "***" in table
     assert settings["shared_read_only"]["value"] is True
-    assert settings["shared_key"] == {"value": "(set, not shown)", "source": "environment", "origin": "ZEXUS_BCACHE_SHARED_KEY"}
+    assert settings["shared_key"] == {
+        "value": "(set, not shown)",
+        "source": "environment",
+        "origin": "ZEXUS_BCACHE_SHARED_KEY",
+    }
     assert KEY not in ok(invoke("config")).stdout
     clean_error(invoke("--shared", "not a url", "config"), "shared_url must be a database URL")
 
@@ -169,14 +200,20 @@ def test_run_and_warm_with_a_shared_tier(pg_url: str, sources: list[Path], tmp_p
         keys = server.keys()
         assert len(keys) == 3 and all(verify(KEY.encode(), server.get(k)) for k in keys)  # type: ignore[arg-type]
     # A read-only client (a pull-request build): served from the server, writes nothing there.
-    ro = as_json(invoke("--cache", c, "--shared", pg_url, "--shared-read-only", "warm", "-j", "1", "--json", str(sources[0].parent)))
+    ro = as_json(
+        invoke(
+            "--cache", c, "--shared", pg_url, "--shared-read-only", "warm", "-j", "1", "--json", str(sources[0].parent)
+        )
+    )
     assert ro["cached"] == 3
     assert as_json(invoke("--cache", c, "stats", "--json"))["shared_hits"] == 3
     with Store(pg_url, read_only=True) as server:
         assert server.counters()["puts"] == 0 and len(server.keys()) == 3
 
 
-def test_shared_errors_are_one_line(pg_url: str, sources: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shared_errors_are_one_line(
+    pg_url: str, sources: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ZEXUS_BCACHE_SHARED_KEY")
     local = str(tmp_path / "a.db")
     # run: no key, no shared tier, one warning; the program still runs from the local cache.
@@ -188,5 +225,7 @@ def test_shared_errors_are_one_line(pg_url: str, sources: list[Path], tmp_path: 
     clean_error(invoke("--cache", local, "--shared", pg_url, "warm", str(sources[0])), "needs a key")
     key_file = tmp_path / "missing.key"
     monkeypatch.setenv("ZEXUS_BCACHE_SHARED_KEY_FILE", str(key_file))
-    clean_error(invoke("--cache", local, "--shared", pg_url, "warm", str(sources[0])), "cannot read the shared key file")
+    clean_error(
+        invoke("--cache", local, "--shared", pg_url, "warm", str(sources[0])), "cannot read the shared key file"
+    )
     clean_error(invoke("--cache", "postgresql+nosuchdriver://u@h/db", "stats"))

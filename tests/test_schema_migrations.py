@@ -20,9 +20,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 
 import zexus_bcache
-from zexus_bcache import schema
+from zexus_bcache import constants
 from zexus_bcache.errors import SchemaTooNewError, StoreError
-from zexus_bcache.store import Store, alembic_config, head_revision, script_directory
+from zexus_bcache.store import Store, alembic_config, checksum, head_revision, schema, script_directory
 
 PUT = dict(kind="source", fingerprint="fp1", codec_version=1, n_instructions=3, n_constants=2)
 
@@ -313,7 +313,7 @@ def test_eight_processes_opening_a_fresh_database_migrate_it_once(location: str)
 
 
 def test_head_revision_constant_matches_alembic() -> None:
-    assert schema.HEAD_REVISION == head_revision()
+    assert head_revision() == schema.HEAD_REVISION == constants.HEAD_REVISION
 
 
 def test_opening_an_up_to_date_cache_does_not_load_alembic(tmp_path: Path) -> None:
@@ -352,8 +352,8 @@ def test_0001_database_with_data_upgrades_to_0002_and_back_keeping_rows(location
         counters = dict(conn.exec_driver_sql("SELECT name, value FROM counters").all())
         assert counters["puts"] == 9 and counters["shared_hits"] == 0 and counters["auth_failures"] == 0
         conn.exec_driver_sql("UPDATE entries SET signature = 'ab' WHERE key = 'k1'")
-    with Store(location) as store:  # at head already: signatures and counters through the store
-        assert not store.migrated
+    with Store(location) as store:  # upgraded to head on open; signatures and counters through the store
+        assert store.migrated and store.revision() == head_revision()
         hit = store.get("k1")
         assert hit is not None and hit.signature == "ab" and hit.payload == b"bytes"
         store.add(shared_hits=2)
@@ -398,3 +398,43 @@ def test_cache_stats_counts_shared_hits_from_0002_and_not_before(engine: sa.Engi
         row = conn.execute(sa.text("SELECT * FROM cache_stats")).mappings().one()
     assert "shared_hits" not in row and row["hits"] == 3
     assert float(row["hit_rate"]) == round(100 * 3 / 7, 2)
+
+
+def test_0002_database_with_data_upgrades_to_0003_with_its_totals_and_back(location: str, engine: sa.Engine) -> None:
+    migrate(engine, "upgrade", "0002_entry_signature")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO blobs (checksum, payload) VALUES ('c', :p)"), {"p": b"bytes"})
+        for key, size in (("k1", 5), ("k2", 7), ("k3", 11)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO entries (key, kind, fingerprint, codec_version, checksum, payload_size,"
+                    " n_instructions, n_constants, created_at, last_access, access_count)"
+                    " VALUES (:k, 'source', 'fp', 1, 'c', :s, 1, 1, 1.0, :t, 0)"
+                ),
+                {"k": key, "s": size, "t": float(size)},
+            )
+    migrate(engine, "upgrade", "0003_entry_totals")
+    sha256_128 = hashlib.sha256(b"bytes").hexdigest()[:32]  # blobs moved to their new content address
+    with engine.connect() as conn:
+        assert tuple(conn.exec_driver_sql("SELECT n_entries, total_bytes FROM totals").one()) == (3, 23)
+        assert conn.exec_driver_sql("SELECT checksum FROM blobs").all() == [(sha256_128,)] == [(checksum(b"bytes"),)]
+        assert {c for (c,) in conn.exec_driver_sql("SELECT checksum FROM entries")} == {sha256_128}
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("entries")}
+        assert indexes == {"ix_entries_checksum", "ix_entries_last_access"}
+    engine.dispose()
+    with Store(location) as store:  # at head already: the totals the migration seeded, kept by the triggers
+        assert not store.migrated and store.totals() == (3, 23)
+        store.set_setting("max_entries", 2)
+        assert store.put("k4", b"four", **PUT) == ["k1", "k2"]  # the oldest go in the put's transaction
+        assert store.totals() == (2, 11 + 4)
+    migrate(engine, "downgrade", "0002_entry_signature")
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.exec_driver_sql("SELECT key FROM entries ORDER BY key")] == ["k3", "k4"]
+        blake2b_128 = {hashlib.blake2b(p, digest_size=16).hexdigest() for p in (b"bytes", b"four")}
+        assert {c for (c,) in conn.exec_driver_sql("SELECT checksum FROM blobs")} == blake2b_128
+        assert {c for (c,) in conn.exec_driver_sql("SELECT checksum FROM entries")} == blake2b_128
+        inspector = sa.inspect(conn)
+        assert "totals" not in inspector.get_table_names()
+        restored = {"ix_entries_fingerprint", "ix_entries_source_path"}
+        assert {ix["name"] for ix in inspector.get_indexes("entries")} >= restored
+    engine.dispose()

@@ -48,7 +48,6 @@ log = logging.getLogger("zexus_bcache")
 
 MIN_KEY_BYTES = 16
 _SIGNATURE_CONTEXT = b"zexus-bcache shared entry v1"
-_EVICT_EVERY = 256  # writer puts between two enforcements of the server's limits
 
 
 def sign(
@@ -191,7 +190,6 @@ class SharedTier:
         self._disabled: str | None = None  # a permanent refusal (schema): no retries
         self._down_until = 0.0
         self._closed = False
-        self._puts_since_evict = 0
         self._io = _Worker("zexus-bcache-shared-io")
         self._opening = self._io.submit(self._open)  # connect while the program starts up
         self._queue: queue.Queue[_Put] = queue.Queue(maxsize=max(1, int(queue_size)))
@@ -366,11 +364,7 @@ class SharedTier:
         ok, _ = self._call("put", put)
         if not ok:
             return
-        self._count("shared_puts")
-        self._puts_since_evict += 1
-        if self._puts_since_evict >= _EVICT_EVERY:
-            self._puts_since_evict = 0
-            self._call("evict", lambda store: store.evict())
+        self._count("shared_puts")  # the server enforced its limits in the put's own transaction
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait (at most timeout, default drain_timeout) until every queued put was written or dropped."""
