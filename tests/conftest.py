@@ -94,3 +94,46 @@ def own_pg_server() -> Iterator[OwnServer]:
         yield server
     finally:
         server.stop("immediate")
+
+
+# -- the command line's tests (tests/test_cli_*.py) -----------------------------------------------
+
+
+@pytest.fixture
+def cli_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project directory of its own as the working directory, with no cache settings from the environment."""
+    for name in ("PATH", "MAX_ENTRIES", "MAX_BYTES", "POLICY", "MAX_MEMORY_MB", "SHARED_URL", "SHARED_READ_ONLY",
+                 "SHARED_KEY", "SHARED_KEY_FILE", "ALLOW_WORLD_WRITABLE"):
+        monkeypatch.delenv(f"ZEXUS_BCACHE_{name}", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".zexus").mkdir()  # the project root marker: config files outside tmp_path are not read
+    return tmp_path
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> list[Path]:
+    """A few corpus programs copied into the project."""
+    import shutil
+
+    from cli_helpers import PROGRAMS
+    from zx_programs import CORPUS_DIR
+
+    directory = tmp_path / "src"
+    directory.mkdir()
+    return [Path(shutil.copy(CORPUS_DIR / name, directory / name)) for name in PROGRAMS]
+
+
+@pytest.fixture
+def db(tmp_path: Path, sources: list[Path]) -> Path:
+    """A cache holding the programs (file entries with their paths) and one snippet (no path)."""
+    from cli_helpers import SNIPPET
+
+    from zexus_bcache.cache import BytecodeCache
+
+    path = tmp_path / "cache.db"
+    with BytecodeCache(path=path) as cache:
+        for source in sources:
+            cache.compile_file(source)
+        cache.compile_source(SNIPPET)
+        cache.compile_file(sources[0])  # a hit
+    return path

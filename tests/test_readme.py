@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from zx_programs import corpus_programs
 
 from zexus_bcache import BytecodeCache
-from zx_programs import corpus_programs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

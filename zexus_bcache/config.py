@@ -14,18 +14,17 @@ for how the project root is found), with top-level keys, all optional::
     shared_read_only = false    # true: only read the shared tier (untrusted builds)
     shared_key_file = "~/.config/zexus/shared.key"  # the shared tier's HMAC key (or shared_key = "...")
 
-The environment variables are ``ZEXUS_BCACHE_PATH``, ``ZEXUS_BCACHE_MAX_ENTRIES``,
-``ZEXUS_BCACHE_MAX_BYTES``, ``ZEXUS_BCACHE_POLICY``, ``ZEXUS_BCACHE_MAX_MEMORY_MB``, and for the
-shared tier ``ZEXUS_BCACHE_SHARED_URL``, ``ZEXUS_BCACHE_SHARED_READ_ONLY``,
-``ZEXUS_BCACHE_SHARED_KEY`` and ``ZEXUS_BCACHE_SHARED_KEY_FILE``.
+The environment variables are ``ZEXUS_BCACHE_<NAME>`` (``ZEXUS_BCACHE_PATH``, ``ZEXUS_BCACHE_MAX_ENTRIES``, ...).
 
-The store limits (max_entries, max_bytes, policy) live in the database, so that every process
-using it enforces the same ones; :func:`pending_updates` says which of them a command that writes
-should store there because the environment or the config file asks for other values.
+Every setting is checked by one parser in :data:`PARSERS`. A bad value in the environment or the file
+is a warning (once) and is ignored: a cache setting never stops a program. A bad value given on
+the command line is an error. The store limits (max_entries, max_bytes, policy) live in the
+database, so that every process using it enforces the same ones.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import trust
 from .constants import DEFAULT_SETTINGS, POLICIES
@@ -54,7 +53,7 @@ def _warn_once(message: str) -> None:
 CONFIG_NAME = "bcache.toml"
 ENV_PREFIX = "ZEXUS_BCACHE_"
 STORE_SETTINGS = ("max_entries", "max_bytes", "policy")
-"""Settings the database keeps (see :data:`zexus_bcache.schema.DEFAULT_SETTINGS`)."""
+"""Settings the database keeps (see :data:`zexus_bcache.constants.DEFAULT_SETTINGS`)."""
 SHARED_SETTINGS = ("shared_url", "shared_read_only", "shared_key", "shared_key_file")
 """The shared tier (see :mod:`zexus_bcache.shared`); "" means not set."""
 NAMES = ("path", *STORE_SETTINGS, "max_memory_mb", *SHARED_SETTINGS)
@@ -74,11 +73,11 @@ _DEFAULTS: dict[str, Any] = {
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_POLICIES = POLICIES
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^@/?#]*@")
 
 
 @dataclass(frozen=True)
@@ -112,15 +111,140 @@ def parse_duration(value: object) -> float:
     return sum(float(p.group(1)) * _DURATION_UNITS[(p.group(2) or "s").lower()] for p in parts)
 
 
+# -- the one table of typed setting parsers ------------------------------------------------------
+# Each takes the raw value (text from the environment or the command line, a TOML value, a stored
+# string) and the directory a relative path is relative to; it returns the typed value or raises
+# ConfigError naming the setting (the caller adds where the value came from).
+
+
+def _path(raw: Any, base: Path) -> str | Path:
+    if not isinstance(raw, (str, Path)) or not str(raw).strip():
+        raise ConfigError(f"path must be a file path or a database URL, not {raw!r}")
+    text = str(raw).strip()
+    return text if "://" in text else Path(os.path.abspath(base / Path(text).expanduser()))
+
+
+def _whole(raw: Any, _base: Path) -> int:
+    try:
+        number = int(str(raw).strip()) if not isinstance(raw, (bool, float)) else -1
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ConfigError(f"max_entries must be a whole number >= 0, not {raw!r}")
+    return number
+
+
+def _size(raw: Any, _base: Path) -> int:
+    try:
+        return parse_size(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"max_bytes: {exc}") from None
+
+
+def _policy(raw: Any, _base: Path) -> str:
+    policy = str(raw).strip().lower()
+    if policy not in POLICIES:
+        raise ConfigError(f"policy must be one of {', '.join(POLICIES)}, not {raw!r}")
+    return policy
+
+
+def _megabytes(raw: Any, _base: Path) -> float:
+    try:
+        number = float(str(raw).strip()) if not isinstance(raw, bool) else -1.0
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise ConfigError(f"max_memory_mb must be a number >= 0, not {raw!r}")
+    return number
+
+
+def _url(raw: Any, _base: Path) -> str:
+    text = str(raw).strip()
+    if text and "://" not in text:
+        raise ConfigError(f"shared_url must be a database URL (postgresql://user@host/db), not {raw!r}")
+    return text
+
+
+def _flag(raw: Any, _base: Path) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    flag = str(raw).strip().lower()
+    if flag not in _TRUE | _FALSE:
+        raise ConfigError(f"shared_read_only must be true or false (1/0, yes/no), not {raw!r}")
+    return flag in _TRUE
+
+
+def _text(raw: Any, _base: Path) -> str:
+    return str(raw).strip()
+
+
+def _file(raw: Any, base: Path) -> str:
+    text = str(raw).strip()
+    return str(Path(os.path.abspath(base / Path(text).expanduser()))) if text else ""
+
+
+PARSERS: dict[str, Callable[[Any, Path], Any]] = {
+    "path": _path,
+    "max_entries": _whole,
+    "max_bytes": _size,
+    "policy": _policy,
+    "max_memory_mb": _megabytes,
+    "shared_url": _url,
+    "shared_read_only": _flag,
+    "shared_key": _text,
+    "shared_key_file": _file,
+}
+"""Every setting's parser: the only place a setting's value is checked."""
+
+
+def parse_setting(name: str, raw: Any, base: str | os.PathLike[str] | None = None) -> Any:
+    """One setting's value checked and typed (a relative path made absolute against ``base``,
+    default the working directory); raise ConfigError."""
+    parser = PARSERS.get(name)
+    if parser is None:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(NAMES)}{_did_you_mean(name)}")
+    return parser(raw, Path(base) if base is not None else Path.cwd())
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, NAMES, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def display(name: str, value: Any) -> Any:
+    """A value as the config command shows it: secrets hidden, passwords in URLs masked."""
+    if name in SECRET_SETTINGS and value:
+        return "(set, not shown)"
+    if isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+def mask_url(text: str) -> str:
+    """A URL with its password replaced by ***: postgresql://user:***@host/db."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+# -- where settings come from --------------------------------------------------------------------
+
+
+def _start_directory(start: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """A starting point that is a file of any kind (/dev/null too) starts from its directory."""
+    if start is not None and os.path.exists(start) and not os.path.isdir(start):
+        return os.path.dirname(os.path.abspath(start))
+    return start
+
+
 def config_file(start: str | os.PathLike[str] | None = None) -> Path:
     """Where the project config file is (or would be): ``<project root>/.zexus/bcache.toml``."""
-    return project_root(start) / CACHE_DIR_NAME / CONFIG_NAME
+    return project_root(_start_directory(start)) / CACHE_DIR_NAME / CONFIG_NAME
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, *, strict: bool = True) -> dict[str, Any]:
     """The settings in a config file, validated and typed (relative paths resolved against the project root).
 
-    A file another user could have written is ignored, with one warning (docs/TRUST.md).
+    A file another user could have written is ignored, with one warning (docs/TRUST.md). Not
+    strict: an unreadable file, an unknown key or a bad value is a warning and is left out.
     """
     refusal = trust.refusal(path, "config file") if os.path.lexists(path) else None
     if refusal:
@@ -129,15 +253,39 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+        _problem(f"{path}: cannot read the config file: {exc}", strict, "ignoring the file")
+        return {}
     unknown = sorted(set(data) - set(NAMES))
     if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
-    # A relative path in the file is relative to the project root (the parent of .zexus/).
-    return {name: _typed(name, raw, str(path), base=path.parent.parent) for name, raw in data.items()}
+        hints = "".join(_did_you_mean(name) for name in unknown)
+        _problem(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(NAMES)}{hints}",
+            strict,
+            "ignoring them",
+        )
+    out = {}
+    for name, raw in data.items():
+        if name in unknown:
+            continue
+        try:
+            # A relative path in the file is relative to the project root (the parent of .zexus/).
+            out[name] = parse_setting(name, raw, path.parent.parent)
+        except ConfigError as exc:
+            _problem(f"{path}: {exc}", strict, f"using the {_fallback(name)}")
+    return out
+
+
+def _problem(message: str, strict: bool, instead: str) -> None:
+    if strict:
+        raise ConfigError(message)
+    _warn_once(f"{message}; {instead}")
+
+
+def _fallback(name: str) -> str:
+    return "next source" if name == "path" else f"default ({_DEFAULTS[name]!r}) or a lower source"
 
 
 def resolve(
@@ -146,21 +294,33 @@ def resolve(
     start: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     database: Callable[[str | Path], Mapping[str, Any] | None] | None = None,
+    strict: bool = False,
 ) -> dict[str, Setting]:
     """Every setting with its source. ``command_line`` maps names to values given as options (None = not
-    given); ``database(location)`` returns the settings stored in the database there, or None."""
+    given); ``database(location)`` returns the settings stored in the database there, or None.
+
+    A bad command-line value raises ConfigError. A bad value in the environment or the config file
+    raises it only when ``strict``; otherwise it is one warning and the next source is used.
+    """
     environ = os.environ if environ is None else environ
+    start = _start_directory(start)
     given = {name: value for name, value in (command_line or {}).items() if value is not None}
     file = config_file(start)
-    from_file = read_config_file(file)
+    from_file = read_config_file(file, strict=strict)
     out: dict[str, Setting] = {}
     for name in NAMES:
         env_name = ENV_PATH if name == "path" else ENV_PREFIX + name.upper()
         if name in given:
-            out[name] = Setting(name, _typed(name, given[name], "command line"), "command line", _option(name))
-        elif environ.get(env_name, "").strip():
-            out[name] = Setting(name, _typed(name, environ[env_name], env_name), "environment", env_name)
-        elif name in from_file:
+            out[name] = Setting(
+                name, _checked(name, given[name], _option(name), strict=True), "command line", _option(name)
+            )
+            continue
+        if environ.get(env_name, "").strip():
+            value = _checked(name, environ[env_name], env_name, strict=strict)
+            if value is not None:
+                out[name] = Setting(name, value, "environment", env_name)
+                continue
+        if name in from_file:
             out[name] = Setting(name, from_file[name], "config file", str(file))
         elif name == "path":
             out[name] = Setting(name, project_root(start) / CACHE_DIR_NAME / DB_NAME, "default")
@@ -168,9 +328,37 @@ def resolve(
             out[name] = Setting(name, _DEFAULTS[name], "default")
     stored = database(out["path"].value) if database is not None else None
     for name in STORE_SETTINGS:
-        if stored is not None and out[name].source == "default" and stored[name] != _DEFAULTS[name]:
-            out[name] = Setting(name, stored[name], "database", str(out["path"].value))
+        if (
+            stored is not None
+            and out[name].source == "default"
+            and stored.get(name, _DEFAULTS[name]) != _DEFAULTS[name]
+        ):
+            out[name] = Setting(name, stored[name], "database", mask_url(str(out["path"].value)))
     return out
+
+
+def _checked(name: str, raw: Any, origin: str, *, strict: bool) -> Any:
+    """parse_setting with the origin in the message; not strict: a warning and None."""
+    try:
+        return parse_setting(name, raw)
+    except ConfigError as exc:
+        _problem(f"{origin}: {exc}", strict, f"ignoring it, using the {_fallback(name)}")
+        return None
+
+
+def _option(name: str) -> str:
+    return {"path": "--cache", "shared_url": "--shared"}.get(name, "--" + name.replace("_", "-"))
+
+
+# -- settings kept in the database ---------------------------------------------------------------
+
+
+class SettingsStore(Protocol):
+    """What the functions below need of a store (zexus_bcache.store.Store has it)."""
+
+    def get_settings(self) -> dict[str, int | str]: ...
+
+    def set_setting(self, name: str, value: int | str) -> None: ...
 
 
 def pending_updates(settings: Mapping[str, Setting], stored: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,60 +370,36 @@ def pending_updates(settings: Mapping[str, Setting], stored: Mapping[str, Any]) 
     }
 
 
-def _option(name: str) -> str:
-    return {"path": "--cache", "shared_url": "--shared"}.get(name, "--" + name.replace("_", "-"))
+def apply_settings(store: SettingsStore, settings: Mapping[str, Setting]) -> dict[str, Any]:
+    """Store the limits that the environment or the config file set, so every process enforces them."""
+    if not any(settings[name].source in ("environment", "config file") for name in STORE_SETTINGS):
+        return {}
+    updates = pending_updates(settings, store.get_settings())
+    for name, value in updates.items():
+        store.set_setting(name, value)
+    return updates
 
 
-def _typed(name: str, raw: Any, origin: str, base: Path | None = None) -> Any:
-    """One setting's value checked and typed (a relative path made absolute against ``base``,
-    default the working directory); errors name where the value came from."""
-    try:
-        if name == "path":
-            if not isinstance(raw, (str, Path)) or not str(raw).strip():
-                raise ConfigError(f"path must be a file path or a database URL, not {raw!r}")
-            text = str(raw).strip()
-            if "://" in text:
-                return text
-            return Path(os.path.abspath(Path(base or Path.cwd()) / Path(text).expanduser()))
-        if name == "max_bytes":
-            return parse_size(raw)
-        if name == "max_entries":
-            number = int(str(raw).strip()) if not isinstance(raw, (bool, float)) else -1
-            if number < 0:
-                raise ValueError
-            return number
-        if name == "policy":
-            policy = str(raw).strip().lower()
-            if policy not in _POLICIES:
-                raise ConfigError(f"policy must be one of {', '.join(_POLICIES)}, not {raw!r}")
-            return policy
-        if name == "max_memory_mb":
-            number = float(str(raw).strip()) if not isinstance(raw, bool) else -1.0
-            if not number >= 0:
-                raise ValueError
-            return number
-        if name == "shared_url":
-            text = str(raw).strip()
-            if text and "://" not in text:
-                raise ConfigError(f"shared_url must be a database URL (postgresql://user@host/db), not {raw!r}")
-            return text
-        if name == "shared_read_only":
-            if isinstance(raw, bool):
-                return raw
-            flag = str(raw).strip().lower()
-            if flag not in _TRUE | _FALSE:
-                raise ConfigError(f"shared_read_only must be true or false (1/0, yes/no), not {raw!r}")
-            return flag in _TRUE
-        if name == "shared_key":
-            return str(raw).strip()
-        if name == "shared_key_file":
-            text = str(raw).strip()
-            return str(Path(os.path.abspath(Path(base or Path.cwd()) / Path(text).expanduser()))) if text else ""
-    except ValueError:
-        raise ConfigError(f"{origin}: {name} must be a number >= 0, not {raw!r}") from None
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-    raise ConfigError(f"unknown setting {name!r}; known: {', '.join(NAMES)}")
+def store_setting(store: SettingsStore, name: str, raw: Any) -> Any:
+    """Keep one limit in the database (``config set``); None as raw puts the default back (``config unset``)."""
+    if name not in STORE_SETTINGS:
+        where = f"{ENV_PREFIX}{name.upper()} or {CONFIG_NAME}" if name in NAMES else "nowhere"
+        raise ConfigError(
+            f"{name!r} is not kept in the database (only {', '.join(STORE_SETTINGS)} are); set it in {where}"
+            + (_did_you_mean(name) if name not in NAMES else "")
+        )
+    value = _DEFAULTS[name] if raw is None else parse_setting(name, raw)
+    store.set_setting(name, value)
+    return value
+
+
+def overridden(settings: Mapping[str, Setting], name: str) -> Setting | None:
+    """The setting that beats the database's value of ``name`` (environment or file), if any."""
+    setting = settings.get(name)
+    return setting if setting is not None and setting.source in ("command line", "environment", "config file") else None
+
+
+# -- what BytecodeCache needs --------------------------------------------------------------------
 
 
 def cache_arguments(settings: Mapping[str, Setting]) -> dict[str, Any]:
@@ -254,7 +418,9 @@ def cache_arguments(settings: Mapping[str, Setting]) -> dict[str, Any]:
 
 def shared_key(settings: Mapping[str, Setting]) -> bytes | None:
     """The shared tier's HMAC key: the shared_key setting, else the content of shared_key_file; None if neither."""
-    return _key_from(settings["shared_key"].value, settings["shared_key_file"].value, settings["shared_key_file"].origin)
+    return _key_from(
+        settings["shared_key"].value, settings["shared_key_file"].value, settings["shared_key_file"].origin
+    )
 
 
 def shared_key_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:
