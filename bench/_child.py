@@ -18,33 +18,33 @@ T_START = time.perf_counter()
 
 
 def fidelity(mode: str, program: str, blob_path: str | None) -> None:
-    from zexus_bcache import codec, integration
+    from zexus_bcache import codec, pipeline
 
     if mode == "fresh":
         with open(program, encoding="utf-8") as f:
-            bytecode = integration.compile_source(f.read(), program)
+            bytecode = pipeline.compile_source(f.read(), program)
     else:
         with open(blob_path or "", "rb") as f:
             data = f.read()
         if mode == "ours":
             bytecode = codec.decode(data)
         elif mode == "zxc":
-            with integration.quiet():
+            with pipeline.quiet():
                 from zexus.vm import binary_bytecode
             bytecode = binary_bytecode.deserialize(data)
         elif mode == "pickle":
             import pickle
 
-            bytecode = pickle.loads(data)  # noqa: S301 - our own file, in a bench
+            bytecode = pickle.loads(data)
         else:
             raise SystemExit(f"unknown mode {mode}")
-    integration.run_bytecode(bytecode, program)
+    pipeline.run_bytecode(bytecode, program)
     sys.stdout.flush()
 
 
 def warm(spec: dict) -> None:
     t0 = time.perf_counter()
-    from zexus_bcache import codec, integration, keys
+    from zexus_bcache import codec, keys, pipeline
     from zexus_bcache.cache import BytecodeCache
 
     t_import = time.perf_counter() - t0
@@ -63,7 +63,7 @@ def warm(spec: dict) -> None:
             ok = report.tier == "store"
             cache.close()
         elif impl == "zexus (persistent)":
-            with integration.quiet():
+            with pipeline.quiet():
                 from zexus.vm.cache import BytecodeCache as Upstream
             cache = Upstream(persistent=True, cache_dir=where)
             t2 = time.perf_counter()
@@ -85,10 +85,10 @@ def warm(spec: dict) -> None:
         out["open_s"][impl] = t2 - t1
         out["warm_s"][impl] = t3 - t2
         out["ok"][impl] = ok
-    integration._zexus()  # imported already by the codec; never counted as parsing time
+    pipeline._zexus()  # imported already by the codec; never counted as parsing time
     t4 = time.perf_counter()
-    program = integration.parse(source, path)
-    integration.compile_program(program)
+    program = pipeline.parse(source, path)
+    pipeline.compile_program(program)
     out["cold_s"] = time.perf_counter() - t4
     print(json.dumps(out))
 

@@ -70,15 +70,15 @@ def corpus(quick: bool = False) -> tuple[list[Program], list[str]]:
 
     Quick mode keeps 6 programs spread over the range of sizes (by instruction count).
     """
-    from zexus_bcache import codec, integration
+    from zexus_bcache import codec, pipeline
 
     out: list[Program] = []
     skipped: list[str] = []
     for path in programs():
         source = path.read_text(encoding="utf-8")
         try:
-            tree = integration.parse(source, str(path))
-            bytecode = integration.compile_program(tree)
+            tree = pipeline.parse(source, str(path))
+            bytecode = pipeline.compile_program(tree)
             blob = codec.encode(bytecode)
         except Exception as exc:  # zexus's parser or compiler rejects it: not a cache question
             skipped.append(f"{path.name} ({type(exc).__name__})")
@@ -229,9 +229,9 @@ def zexus_cache_class() -> type:
     LRU, eviction, its .zxc disk layer — is upstream's code, so the by-key sections measure its
     tiers without its (expensive) AST hashing, and the AST sections still hash as upstream does.
     """
-    from zexus_bcache import integration
+    from zexus_bcache import pipeline
 
-    with integration.quiet():
+    with pipeline.quiet():
         from zexus.vm.cache import BytecodeCache as Upstream
 
     class KeyedUpstream(Upstream):  # type: ignore[misc, valid-type]

@@ -70,9 +70,9 @@ def _upstream(progs: list[Program], name: str) -> bool:
 
 
 def run(progs: list[Program], quick: bool, workdir: Path) -> dict[str, Any]:
-    from zexus_bcache import codec, integration
+    from zexus_bcache import codec, pipeline
 
-    with integration.quiet():
+    with pipeline.quiet():
         from zexus.vm import binary_bytecode as zxc
 
     repeat, min_time = (5, 0.0005) if quick else (15, 0.002)
@@ -83,11 +83,11 @@ def run(progs: list[Program], quick: bool, workdir: Path) -> dict[str, Any]:
         made = {"ours": p.blob}
         try:
             made["zxc"] = zxc.serialize(bc)
-        except Exception:  # noqa: BLE001 - reported as "cannot serialize"
+        except Exception:
             pass
         try:
             made["pickle"] = pickle.dumps(bc, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         blobs[p.name] = made
         enc = {"ours": codec.encode, "zxc": zxc.serialize, "pickle": lambda b: pickle.dumps(b, protocol=5)}

@@ -132,12 +132,10 @@ def savings(progs: list[Program], quick: bool, workdir: Path) -> dict[str, Any]:
 
 
 def memory(progs: list[Program]) -> dict[str, Any]:
-    from zexus_bcache import codec
+    from zexus_bcache import codec, pipeline
     from zexus_bcache.front import deep_sizeof
 
-    from zexus_bcache import integration
-
-    with integration.quiet():
+    with pipeline.quiet():
         from zexus.vm import binary_bytecode as zxc
     upstream = Zexus("zexus (memory)", None)
     rows = []
@@ -152,7 +150,7 @@ def memory(progs: list[Program]) -> dict[str, Any]:
         del copy
         try:
             zxc_size: int | None = len(zxc.serialize(p.bytecode))
-        except Exception:  # noqa: BLE001 - .zxc cannot hold every program (ints beyond 64 bits)
+        except Exception:
             zxc_size = None
         rows.append({"program": p.name, "instructions": p.n_instructions, "real": real,
                      "ours": deep_sizeof(p.bytecode), "zexus": upstream.cache._estimate_size(p.bytecode),

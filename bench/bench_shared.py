@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import corpus, fmt, fmt_ratio, machine, progress, ratio, summary, table  # noqa: E402
+from bench._common import corpus, fmt, fmt_ratio, machine, progress, ratio, summary, table
 
 KEY = secrets.token_hex(32)  # the bench's own HMAC key
 
@@ -78,7 +78,7 @@ def _wait_open(cache: Any) -> None:
 
 def run(url: str, quick: bool = False) -> dict[str, Any]:
     """Measure the shared tier on the server of url; JSON-able results with tables."""
-    from zexus_bcache import codec, integration, keys
+    from zexus_bcache import codec, keys, pipeline
     from zexus_bcache.cache import BytecodeCache
     from zexus_bcache.store import Store
 
@@ -102,7 +102,7 @@ def run(url: str, quick: bool = False) -> dict[str, Any]:
             progress(f"shared: round {r + 1}/{rounds}")
             for p in programs:
                 t0 = time.perf_counter()
-                integration.compile_program(integration.parse(p.source, p.name))
+                pipeline.compile_program(pipeline.parse(p.source, p.name))
                 cold[p.name].append(time.perf_counter() - t0)
             local_db = work / f"client{r}.db"
             with BytecodeCache(path=local_db, shared=db, shared_key=KEY, shared_options=options) as client:
@@ -142,7 +142,7 @@ def run(url: str, quick: bool = False) -> dict[str, Any]:
             identical = 0
             for p in programs:
                 for source in [p.source, *_variants(p.source, variants)]:
-                    bytecode = integration.compile_program(integration.parse(source, p.name))
+                    bytecode = pipeline.compile_program(pipeline.parse(source, p.name))
                     payload = codec.encode(bytecode)
                     identical += payload == p.blob
                     key = keys.source_key(source, fingerprint)

@@ -33,10 +33,10 @@ def fill(progs: list[Program], workdir: Path) -> dict[str, str]:
     """Every program cached by every implementation, as an earlier process would have left it."""
     import diskcache
 
-    from zexus_bcache import integration, keys
+    from zexus_bcache import keys, pipeline
     from zexus_bcache.cache import BytecodeCache
 
-    with integration.quiet():
+    with pipeline.quiet():
         from zexus.vm.cache import BytecodeCache as Upstream
     where = {OURS: str(workdir / "ours.db"), "zexus (persistent)": str(workdir / "zexus"),
              "diskcache+codec": str(workdir / "dc_codec"), "diskcache+pickle": str(workdir / "dc_pickle")}  # fmt: skip

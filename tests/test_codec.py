@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import subprocess
@@ -19,11 +18,11 @@ from hypothesis import strategies as st
 from zx_programs import all_programs
 
 from zexus_bcache import cache as cache_module
-from zexus_bcache import codec, integration
+from zexus_bcache import codec, pipeline
 from zexus_bcache.codec import Bytecode, CodecError
 from zexus_bcache.front import deep_sizeof
 
-with integration.quiet():
+with pipeline.quiet():
     from zexus import zexus_ast
     from zexus.vm.bytecode import Opcode
 
@@ -32,7 +31,7 @@ def _compiled_programs() -> list[tuple[str, Bytecode]]:
     out = []
     for path in all_programs():
         try:
-            out.append((path.name, integration.compile_source(path.read_text(encoding="utf-8"), str(path))))
+            out.append((path.name, pipeline.compile_source(path.read_text(encoding="utf-8"), str(path))))
         except Exception:
             continue  # programs zexus cannot compile are covered (and counted) by test_fidelity
     return out
@@ -74,7 +73,7 @@ def test_real_program_round_trips_exactly(name: str, bytecode: Bytecode) -> None
 
 def test_function_descriptors_keep_nested_bytecode() -> None:
     source = "action add(a, b) { return a + b }\nprint(add(2, 3))\n"
-    bytecode = integration.compile_source(source)
+    bytecode = pipeline.compile_source(source)
     nested = [c for c in bytecode.constants if isinstance(c, dict) and isinstance(c.get("bytecode"), Bytecode)]
     assert nested, "the compiler is expected to emit a function descriptor"
     back = codec.decode(codec.encode(bytecode))

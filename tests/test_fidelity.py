@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from zexus_bcache import codec, integration
 from zx_programs import corpus_programs, upstream_programs
+
+from zexus_bcache import codec, pipeline
 
 CHILD = Path(__file__).parent / "_fidelity_child.py"
 TIMEOUT = 120
@@ -25,7 +25,7 @@ def _run(mode: str, program: Path, blob: Path | None, seed: str) -> subprocess.C
 def _compile_or_skip(program: Path, ours: bool):
     source = program.read_text(encoding="utf-8")
     try:
-        return integration.compile_source(source, str(program))
+        return pipeline.compile_source(source, str(program))
     except Exception as exc:  # the upstream programs include some zexus 2.0 cannot compile
         if ours:
             raise

@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 from zx_programs import corpus_programs
 
-from zexus_bcache import codec, integration
+from zexus_bcache import codec, pipeline
 from zexus_bcache import front as front_module
 from zexus_bcache.front import FrontCache, deep_sizeof
 
@@ -81,7 +81,7 @@ def test_threads_keep_the_bounds() -> None:
                 front.get(f"{(n + 1) % 4}-{i % 120}")
                 if i % 7 == 0:
                     front.pop(f"{n}-{(i * 3) % 120}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
@@ -98,7 +98,7 @@ def test_byte_accounting_matches_tracemalloc() -> None:
     """deep_sizeof of decoded bytecode against what tracemalloc sees decoding allocate."""
     errors = []
     for path in corpus_programs()[:12] or pytest.skip("corpus missing"):
-        data = codec.encode(integration.compile_source(path.read_text(encoding="utf-8"), str(path)))
+        data = codec.encode(pipeline.compile_source(path.read_text(encoding="utf-8"), str(path)))
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]

@@ -9,12 +9,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from zexus_bcache import integration
-from zexus_bcache.cache import BytecodeCache
 from zx_programs import corpus_programs
 
-with integration.quiet():
+from zexus_bcache import integration, pipeline
+from zexus_bcache.cache import BytecodeCache
+
+with pipeline.quiet():
     from zexus.evaluator import bytecode_compiler
 
 
@@ -56,12 +56,12 @@ def test_install_without_a_cache_opens_the_configured_one(tmp_path: Path, monkey
 EVALUATOR_CHILD = textwrap.dedent(
     """
     import json, sys
-    from zexus_bcache import codec, integration
+    from zexus_bcache import codec, integration, pipeline
     from zexus_bcache.cache import BytecodeCache
     cache = integration.install(BytecodeCache(path=sys.argv[1], compiler="evaluator"))
     from zexus.evaluator.bytecode_compiler import EvaluatorBytecodeCompiler
-    program = integration.parse(open(sys.argv[2]).read())
-    with integration.quiet():
+    program = pipeline.parse(open(sys.argv[2]).read())
+    with pipeline.quiet():
         compiler = EvaluatorBytecodeCompiler(use_cache=True)
         compiled = [compiler.compile(s) for s in program.statements]
     blobs = [codec.encode(b).hex() for b in compiled if b is not None]

@@ -14,19 +14,18 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-
-from zexus_bcache import constants, integration, keys
-from zexus_bcache.errors import BcacheError, KeyingError
 from zx_programs import all_programs
 
-with integration.quiet():
+from zexus_bcache import constants, keys, pipeline
+from zexus_bcache.errors import BcacheError, KeyingError
+
+with pipeline.quiet():
     from zexus import zexus_ast
     from zexus.parser import strategy_context
     from zexus.vm.bytecode import Bytecode, Opcode
@@ -43,7 +42,7 @@ def key(value: Any) -> str:
 def fresh_parse(source: str, filename: str) -> Any:
     """Parse with zexus's process-wide block cache emptied first."""
     strategy_context._BLOCK_STATEMENTS_CACHE.clear()
-    return integration.parse(source, filename)
+    return pipeline.parse(source, filename)
 
 
 @functools.cache
@@ -53,8 +52,8 @@ def programs() -> tuple[tuple[str, str], ...]:
     for path in all_programs():
         source = path.read_text(encoding="utf-8")
         try:
-            integration.parse(source, str(path))
-        except integration.ZexusParseError:
+            pipeline.parse(source, str(path))
+        except pipeline.ZexusParseError:
             continue  # a few upstream test programs use syntax zexus 2.0 rejects
         found.append((str(path), source))
     return tuple(found)
@@ -66,7 +65,7 @@ def compilable() -> tuple[tuple[str, str], ...]:
     found = []
     for path, source in programs():
         try:
-            integration.compile_program(fresh_parse(source, path))
+            pipeline.compile_program(fresh_parse(source, path))
         except Exception:  # the compiler has no support for a few upstream constructs
             continue
         found.append((path, source))
@@ -175,7 +174,6 @@ def test_fingerprint_is_a_cached_hex_digest(fresh_fingerprints):
 
 
 def test_fingerprint_changes_with_each_input(fresh_fingerprints, monkeypatch):
-    from zexus_bcache import codec
 
     base = keys.compiler_fingerprint()
     seen = {base, keys.compiler_fingerprint(optimize=False), keys.compiler_fingerprint(compiler="evaluator")}
@@ -246,7 +244,7 @@ def test_filename_does_not_change_the_compiled_bytecode():
     for path, source in compilable():
         outputs = []
         for name in (path, "/somewhere/else/renamed.zx", "<string>"):
-            outputs.append(integration.compile_program(fresh_parse(source, name)))
+            outputs.append(pipeline.compile_program(fresh_parse(source, name)))
         encoded = {codec.encode(bc) for bc in outputs}
         assert len(encoded) == 1, path
         assert len({repr(dump(bc)) for bc in outputs}) == 1, path
@@ -266,22 +264,22 @@ def test_same_program_same_key_whatever_was_parsed_before():
     fp = keys.compiler_fingerprint()
     first = {path: keys.ast_key(fresh_parse(source, path), fp) for path, source in programs()}
     # Again, now with the block cache full of every program's blocks (nodes get reused) ...
-    again = {path: keys.ast_key(integration.parse(source, path), fp) for path, source in programs()}
+    again = {path: keys.ast_key(pipeline.parse(source, path), fp) for path, source in programs()}
     # ... and in the other order, each program parsed right after a different one.
-    reverse = {path: keys.ast_key(integration.parse(source, path), fp) for path, source in reversed(programs())}
+    reverse = {path: keys.ast_key(pipeline.parse(source, path), fp) for path, source in reversed(programs())}
     assert first == again == reverse
     assert len(set(first.values())) == len(first)  # and different programs key differently
 
 
 _CHILD = r"""
 import json, sys
-from zexus_bcache import integration, keys
+from zexus_bcache import keys, pipeline
 paths = json.loads(sys.argv[1])
 fp = keys.compiler_fingerprint()
 result = {"<fingerprint>": fp, "<set>": keys.ast_key({"alpha", "beta", "gamma", "delta", "x" * 40}, fp)}
 for path in paths:
     with open(path, encoding="utf-8") as f:
-        result[path] = keys.ast_key(integration.parse(f.read(), path), fp)
+        result[path] = keys.ast_key(pipeline.parse(f.read(), path), fp)
 print(json.dumps(result))
 """
 
@@ -320,7 +318,7 @@ def test_compiling_does_not_change_the_key():
     for path, source in compilable():
         tree = fresh_parse(source, path)
         before = keys.ast_key(tree, fp)
-        integration.compile_program(tree)
+        pipeline.compile_program(tree)
         assert keys.ast_key(tree, fp) == before, path
 
 
@@ -417,11 +415,11 @@ def test_equal_keys_give_identical_output_for_moved_code():
     raw_equal = 0
     for path, source in compilable():
         tree = fresh_parse(source, path)
-        bytecode = integration.compile_program(tree)
+        bytecode = pipeline.compile_program(tree)
         for name, change in _WHITESPACE.items():
             moved = fresh_parse(change(source), path)
             assert keys.ast_key(moved, fp) == keys.ast_key(tree, fp), (path, name)
-            raw_equal += assert_same_output(bytecode, integration.compile_program(moved))
+            raw_equal += assert_same_output(bytecode, pipeline.compile_program(moved))
     assert raw_equal >= len(compilable()) * len(_WHITESPACE) // 2
 
 
@@ -431,11 +429,11 @@ def test_equal_keys_give_identical_output_for_reused_blocks():
     alone = [fresh_parse(source, path) for path, source in compilable()]
     strategy_context._BLOCK_STATEMENTS_CACHE.clear()
     for path, source in compilable():
-        integration.parse(source, path)
-    after_others = [integration.parse(source, path) for path, source in compilable()]
+        pipeline.parse(source, path)
+    after_others = [pipeline.parse(source, path) for path, source in compilable()]
     for (path, _), first, reused in zip(compilable(), alone, after_others):
         assert keys.ast_key(first, fp) == keys.ast_key(reused, fp), path
-        assert_same_output(integration.compile_program(first), integration.compile_program(reused))
+        assert_same_output(pipeline.compile_program(first), pipeline.compile_program(reused))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -456,13 +454,13 @@ def test_equal_keys_give_identical_output_for_random_edits(index, edits):
     edited = "\n".join(lines)
     try:
         tree = fresh_parse(edited, path)
-        bytecode = integration.compile_program(tree)
+        bytecode = pipeline.compile_program(tree)
     except Exception:
         assume(False)  # the edit broke the program (whitespace inside a string is still an edit)
     original = fresh_parse(source, path)
     if keys.ast_key(tree, fp) == keys.ast_key(original, fp):
         event("equal keys")
-        assert_same_output(integration.compile_program(original), bytecode)
+        assert_same_output(pipeline.compile_program(original), bytecode)
     else:
         event("different keys")
         assert dump(tree) != dump(original)  # the edit changed more than positions
@@ -748,7 +746,7 @@ def _best(fn: Callable[[], Any], repeat: int = 5) -> float:
 def test_keying_costs_less_than_compiling():
     """A guard against slowdowns (typically ~3x here; see keys.py for why not far more)."""
     fp = keys.compiler_fingerprint()
-    with integration.quiet():
+    with pipeline.quiet():
         from zexus.vm.compiler import compile_ast_to_bytecode
     ratios = []
     for path, source in compilable():

@@ -26,7 +26,7 @@ SHARED_IDS = frozenset(map(id, (None, True, False, *range(-5, 257))))
 
 
 def _load_whitelists() -> tuple[type, dict[int, Any], dict[type, str], dict[str, type], dict[str, Any]]:
-    from .integration import quiet
+    from .pipeline import quiet
 
     with quiet():
         from zexus import zexus_ast, zexus_token

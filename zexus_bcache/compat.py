@@ -100,9 +100,9 @@ class BytecodeCache(cache.BytecodeCache):
 def __getattr__(name: str) -> Any:
     # zexus.vm.cache also exposes the Bytecode class it stores; loading it imports zexus (slow, noisy).
     if name == "Bytecode":
-        from . import integration
+        from . import pipeline
 
-        with integration.quiet():
+        with pipeline.quiet():
             from zexus.vm.bytecode import Bytecode
         return Bytecode
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
