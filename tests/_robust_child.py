@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zexus_bcache import codec, integration
+from zexus_bcache import codec, pipeline
 from zexus_bcache.cache import BytecodeCache
 
 WARNINGS: list[str] = []
@@ -174,7 +174,7 @@ def run(args: dict[str, Any]) -> None:
         cache = BytecodeCache()  # memory only: the reference run
     report = cache.compile_source_report(source, program)
     encoded = codec.encode(report.bytecode)
-    integration.run_bytecode(report.bytecode, program)
+    pipeline.run_bytecode(report.bytecode, program)
     sys.stdout.flush()
     stats = cache.get_stats()
     cache.close()
@@ -223,7 +223,7 @@ def read_only(args: dict[str, Any]) -> None:
     """Serve hits from a database this process may not (or must not) write; report what happened."""
     programs = args["programs"]
     sources = {p: Path(p).read_text(encoding="utf-8") for p in programs + [args["new_program"]]}
-    expected = {p: codec.encode(integration.compile_source(s, p)) for p, s in sources.items()}
+    expected = {p: codec.encode(pipeline.compile_source(s, p)) for p, s in sources.items()}
     if args.get("user"):
         import pwd
 
@@ -267,7 +267,7 @@ def disk_full(args: dict[str, Any]) -> None:
 
     payloads, bytecodes = load_pack(args["pack"])
     path = args["path"]
-    cache = BytecodeCache(path=path, strict=True, max_size=100_000, evict_every=10**9)
+    cache = BytecodeCache(path=path, strict=True, max_size=100_000)
     if args.get("extra_pages") is not None:
         probe = sqlite3.connect(path)
         (pages,) = probe.execute("PRAGMA page_count").fetchone()

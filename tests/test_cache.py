@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-
 from bytecode_compare import assert_same
-from zexus_bcache import integration
+
+from zexus_bcache import pipeline
 from zexus_bcache.cache import BytecodeCache
 from zexus_bcache.errors import ConfigError, StoreError
 
-with integration.quiet():
+with pipeline.quiet():
     from zexus import zexus_ast
     from zexus.vm.bytecode import BytecodeBuilder
 
@@ -30,8 +29,8 @@ PROGRAMS = [
 
 
 def _compiled(i: int):
-    program = integration.parse(PROGRAMS[i])
-    return program, integration.compile_program(program)
+    program = pipeline.parse(PROGRAMS[i])
+    return program, pipeline.compile_program(program)
 
 
 @pytest.fixture()
@@ -134,7 +133,7 @@ def test_invalidate_clear_contains_info_keys_repr(memory_cache: BytecodeCache) -
 
 def test_positions_do_not_change_the_key(memory_cache: BytecodeCache) -> None:
     program, bc = _compiled(1)
-    moved = integration.parse("\n\n   " + PROGRAMS[1].replace("\n", "\n   "))
+    moved = pipeline.parse("\n\n   " + PROGRAMS[1].replace("\n", "\n   "))
     memory_cache.put(program, bc)
     assert memory_cache.get(moved) is bc
 
@@ -207,17 +206,17 @@ def test_invalidate_and_clear_reach_the_store(db: Path) -> None:
 CHILD = textwrap.dedent(
     """
     import sys
-    from zexus_bcache import integration
+    from zexus_bcache import pipeline
     from zexus_bcache.cache import BytecodeCache
     source = open(sys.argv[2]).read()
-    program = integration.parse(source)
+    program = pipeline.parse(source)
     with BytecodeCache(path=sys.argv[1]) as cache:
         if sys.argv[3] == "put":
-            cache.put(program, integration.compile_program(program))
+            cache.put(program, pipeline.compile_program(program))
         else:
             bytecode = cache.get(program)
             assert bytecode is not None, "expected a hit from the other process"
-            integration.run_bytecode(bytecode)
+            pipeline.run_bytecode(bytecode)
     """
 )
 
@@ -243,7 +242,7 @@ def test_round_trip_across_two_processes(db: Path, tmp_path: Path) -> None:
 def test_file_api_detects_changed_content(tmp_path: Path, db: Path) -> None:
     src = tmp_path / "m.zx"
     src.write_text(PROGRAMS[0], encoding="utf-8")
-    bc = integration.compile_source(PROGRAMS[0])
+    bc = pipeline.compile_source(PROGRAMS[0])
     with BytecodeCache(path=db) as cache:
         assert cache.get_by_file(src) is None and not cache.is_file_cached(src)
         cache.put_by_file(src, [bc])
@@ -265,7 +264,7 @@ def test_file_api_detects_changed_content(tmp_path: Path, db: Path) -> None:
 def test_file_api_in_memory(memory_cache: BytecodeCache, tmp_path: Path) -> None:
     src = tmp_path / "m.zx"
     src.write_text(PROGRAMS[4], encoding="utf-8")
-    bc = integration.compile_source(PROGRAMS[4])
+    bc = pipeline.compile_source(PROGRAMS[4])
     memory_cache.put_by_file(src, [bc])
     assert memory_cache.get_by_file(src) == [bc]
     memory_cache.invalidate_file(src)

@@ -20,10 +20,10 @@ import pytest
 from bytecode_compare import assert_same
 
 from zexus_bcache import cache as ours_module
-from zexus_bcache import compat, integration
+from zexus_bcache import compat, integration, pipeline
 from zexus_bcache.patterns import pattern_key
 
-with integration.quiet():
+with pipeline.quiet():
     import zexus.vm.cache as zexus_module
     from zexus import zexus_ast
     from zexus.evaluator import bytecode_compiler
@@ -39,8 +39,8 @@ SUM = "let a = 1\nprint(a + 1)\n"
 
 
 def compiled(source: str) -> tuple[Any, Any]:
-    program = integration.parse(source)
-    return program, integration.compile_program(program)
+    program = pipeline.parse(source)
+    return program, pipeline.compile_program(program)
 
 
 def literal(n: int) -> tuple[Any, Any]:
@@ -187,7 +187,7 @@ def test_seed_example_3_persistent_cache(tmp_path: Path) -> None:
 def exercise(cls: type, src: Path) -> dict[str, Any]:
     """Every method of zexus's API, in one script; returns what a caller would observe."""
     (p0, b0), (p1, b1), (sq, bsq) = literal(1), literal(2), compiled(SQUARE)
-    cube, total = integration.parse(CUBE), integration.parse(SUM)
+    cube, total = pipeline.parse(CUBE), pipeline.parse(SUM)
     cache = cls(max_size=10, debug=False)
     seen: dict[str, Any] = {"empty": (cache.size(), len(cache), cache.memory_usage(), bool(cache), cache.get(p0))}
     cache.put(p0, b0)
@@ -290,7 +290,7 @@ def test_zexus_serves_another_programs_bytecode_past_depth_50_ours_does_not() ->
 
 
 def test_the_same_program_moved_down_hits_ours_not_zexus() -> None:
-    (program, bc), moved = compiled(SQUARE), integration.parse("\n\n" + SQUARE)
+    (program, bc), moved = compiled(SQUARE), pipeline.parse("\n\n" + SQUARE)
 
     def script(cls: type) -> Any:
         cache = cls()
@@ -304,7 +304,7 @@ def test_the_same_program_moved_down_hits_ours_not_zexus() -> None:
 
 def test_pattern_keys_group_real_trees_exactly_as_zexus_does() -> None:
     zexus = ZexusCache()
-    trees = [integration.parse(s) for s in (SQUARE, CUBE, SUM, "let b = 2\nprint(b + 5)\n", 'print("x")\n')]
+    trees = [pipeline.parse(s) for s in (SQUARE, CUBE, SUM, "let b = 2\nprint(b + 5)\n", 'print("x")\n')]
     nodes = [n for tree in trees for n in [tree, *tree.statements]]
     theirs = [zexus._get_pattern_hash(n) for n in nodes]
     ours = [pattern_key(n) for n in nodes]
@@ -396,7 +396,7 @@ def test_the_readme_table_has_a_row_for_every_public_name_of_zexus_cache() -> No
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("### zexus 2.0's cache API and ours", 1)[1].split("\n#", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
-    with integration.quiet():
+    with pipeline.quiet():
         import zexus.vm.cache as theirs
     names = {n for n, _ in inspect.getmembers(theirs.BytecodeCache, inspect.isfunction) if not n.startswith("__")}
     names -= {n for n in names if n.startswith("_") and n != "_hash_ast"}  # private helpers

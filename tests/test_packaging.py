@@ -45,3 +45,16 @@ def test_wheel_installs_and_opens_a_cache_in_a_fresh_venv(tmp_path: Path) -> Non
     done = subprocess.run([str(python), "-c", CHECK], cwd=work, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "ok"
+    # The console script, from the wheel: every sub-package shipped (the CLI and the store are packages).
+    program = work / "six.zx"
+    program.write_text("print(6 * 7);\n", encoding="utf-8")
+    script = env_dir / "bin" / "zexus-bcache"
+    env = {"PATH": str(env_dir / "bin"), "HOME": str(tmp_path), "ZEXUS_BCACHE_SERVER": "0"}
+    for _ in range(2):
+        ran = subprocess.run([str(script), "run", "--timings", str(program)], cwd=work, capture_output=True,
+                             text=True, timeout=300, env=env)
+        assert ran.returncode == 0 and ran.stdout.strip().splitlines()[-1] == "42", ran.stderr[-3000:]
+    assert "hit (store)" in ran.stderr
+    listed = subprocess.run([str(script), "ls", "--json"], cwd=work, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert listed.returncode == 0 and '"kind": "source"' in listed.stdout, listed.stderr[-3000:]

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from zx_programs import corpus_programs
 
-from zexus_bcache import codec, integration
+from zexus_bcache import codec, pipeline
 from zexus_bcache.cache import BytecodeCache
 from zexus_bcache.errors import StoreError
 from zexus_bcache.store import ALLOW_WORLD_WRITABLE_ENV, Store, head_revision
-from zx_programs import corpus_programs
 
 CHILD = Path(__file__).parent / "_robust_child.py"
 LOAD_SECONDS = float(os.environ.get("ZEXUS_BCACHE_LOAD_SECONDS", "3"))
@@ -55,7 +55,7 @@ class Pack:
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory: pytest.TempPathFactory) -> Pack:
     programs = corpus_programs()
-    payloads = [codec.encode(integration.compile_source(p.read_text(encoding="utf-8"), str(p))) for p in programs]
+    payloads = [codec.encode(pipeline.compile_source(p.read_text(encoding="utf-8"), str(p))) for p in programs]
     path = tmp_path_factory.mktemp("pack") / "pack.json"
     path.write_text(json.dumps([base64.b64encode(p).decode() for p in payloads]))
     return Pack(path, payloads, programs)

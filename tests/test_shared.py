@@ -21,14 +21,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from bytecode_compare import assert_same
-from zexus_bcache import cache as cache_mod, codec, integration
+from zx_programs import corpus_programs
+
+from zexus_bcache import cache as cache_mod
+from zexus_bcache import codec, pipeline
 from zexus_bcache.cache import BytecodeCache
 from zexus_bcache.errors import ConfigError
 from zexus_bcache.shared import SharedTier, sign, verify
 from zexus_bcache.store import Store
-from zx_programs import corpus_programs
 
 KEY = "test-key-0123456789abcdef"
 FAST = {"retry_after": 60.0, "get_timeout": 5.0, "drain_timeout": 10.0}
@@ -94,7 +95,7 @@ def test_a_local_miss_is_a_shared_hit_copied_locally(tmp_path: Path, filled: tup
     with client(tmp_path, "reader", url) as reader:
         report = reader.compile_source_report(PROGRAMS[0])
         assert report.tier == "shared" and "parse" not in report.timings  # nothing was compiled
-        assert_same(report.bytecode, integration.compile_source(PROGRAMS[0]))
+        assert_same(report.bytecode, pipeline.compile_source(PROGRAMS[0]))
         assert reader.compile_source_report(PROGRAMS[0]).tier == "front"
         stats = reader.get_stats()
         assert (stats["shared_hits"], stats["misses"], stats["shared_misses"], stats["hits"]) == (1, 0, 0, 2)
@@ -149,7 +150,7 @@ def test_a_payload_failing_its_hmac_is_a_miss_counted_and_never_decoded(
         report = victim.compile_source_report(PROGRAMS[0])
         assert report.tier is None  # compiled here: the shared entry was refused
         assert decodes == []  # nothing from the server was decoded
-        assert_same(report.bytecode, integration.compile_source(PROGRAMS[0]))
+        assert_same(report.bytecode, pipeline.compile_source(PROGRAMS[0]))
         stats = victim.get_stats()
         assert (stats["auth_failures"], stats["shared_hits"], stats["misses"]) == (1, 0, 1)
         if how == "wrong key":  # every entry fails: counted each time, warned once
@@ -352,7 +353,7 @@ def result_of(child: subprocess.Popen[str], timeout: float = 180) -> dict[str, A
 def test_processes_share_hits_through_one_server_and_survive_its_death(tmp_path: Path, own_pg_server: Any) -> None:
     programs = [str(p) for p in corpus_programs()]
     reference = {
-        Path(p).name: hashlib.sha256(codec.encode(integration.compile_source(Path(p).read_text(encoding="utf-8")))).hexdigest()
+        Path(p).name: hashlib.sha256(codec.encode(pipeline.compile_source(Path(p).read_text(encoding="utf-8")))).hexdigest()
         for p in programs
     }
     env = dict(os.environ, ZEXUS_BCACHE_SHARED_KEY=KEY, PYTHONPATH=os.pathsep.join(sys.path))

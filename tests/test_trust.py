@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from zexus_bcache import BytecodeCache, integration, keys, trust
+from zexus_bcache import BytecodeCache, keys, pipeline, trust
 from zexus_bcache.errors import StoreError
 
 VICTIM = 'print("victim says hello")\n'
@@ -43,10 +43,16 @@ def _give(path: Path, user: Any) -> None:
 
 
 def _plant(db: Path, victim: Path) -> None:
-    """A cache at db whose entry for victim's source is the bytecode of another program."""
+    """A cache at db whose entry for victim's run is the bytecode of another program.
+
+    The victim is run once through a cache at db (so the entry has the run's own key), then the
+    bytecode under that key is swapped for the other program's.
+    """
+    done = _run(victim, victim.parent, ZEXUS_BCACHE_PATH=str(db), **{ALLOW: "1"})
+    assert done.returncode == 0 and "victim says hello" in done.stdout, done.stderr
     with BytecodeCache(path=db, strict=True) as cache:
-        key = cache.compile_file_report(victim).key
-        evil = integration.compile_source(EVIL, "evil.zx")
+        (key,) = cache.get_all_keys()
+        evil = pipeline.compile_source(EVIL, "evil.zx")
         fingerprint = keys.compiler_fingerprint(optimize=True, compiler="vm")
         cache.store_value(key, evil, kind="source", fingerprint=fingerprint)
 

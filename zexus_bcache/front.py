@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import os
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -96,6 +98,7 @@ class FrontCache:
         self.hits = 0
         self._data: OrderedDict[Hashable, FrontEntry] = OrderedDict()
         self._lock = threading.Lock()
+        _LIVE.add(self)
 
     def get(self, key: Hashable) -> Any | None:
         """The value for key (made most recent), or None."""
@@ -161,3 +164,16 @@ class FrontCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+_LIVE: weakref.WeakSet[FrontCache] = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:
+    """A forked child has only the forking thread: a lock another thread held would never be released."""
+    for front in list(_LIVE):
+        front._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_after_fork)

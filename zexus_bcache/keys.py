@@ -391,3 +391,14 @@ def ast_key(node: Any, fingerprint: str) -> str:
 
 def _digest(out: list[Any]) -> bytes:
     return _hash(marshal.dumps(out, 2)).digest()
+
+
+def storable(key: Any) -> bool:
+    """Whether key can be a database key: a str that encodes (no lone surrogates)."""
+    if not isinstance(key, str):
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
