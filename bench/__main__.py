@@ -37,11 +37,11 @@ def shared(quick: bool, pg_url: str | None) -> dict[str, Any]:
 
 
 def run_section(name: str, args: argparse.Namespace, progs: list[Any], workdir: Path) -> dict[str, Any]:
-    from zexus_bcache import integration
+    from zexus_bcache import pipeline
 
     where = workdir / name
     where.mkdir()
-    with integration.quiet():  # zexus's own prints stay out of the tables
+    with pipeline.quiet():  # zexus's own prints stay out of the tables
         if name == "codec":
             from . import bench_codec
 
@@ -62,6 +62,10 @@ def run_section(name: str, args: argparse.Namespace, progs: list[Any], workdir: 
             from . import bench_load
 
             return bench_load.run([p.blob for p in progs if not p.upstream], args.quick, where)
+        if name == "run":
+            from . import bench_run
+
+            return bench_run.run(progs, args.quick, where)
         if name == "shared":
             return shared(args.quick, args.pg_url)
     raise ValueError(name)
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             t_s = time.perf_counter()
             try:
                 result = run_section(name, args, progs, Path(tmp))
-            except Exception:  # noqa: BLE001 - recorded and reported; the exit code says it failed
+            except Exception:
                 failed = True
                 result = {"error": traceback.format_exc()}
                 progress(f"section {name} FAILED:\n{result['error']}")

@@ -63,7 +63,7 @@ def _warm(r: dict[str, Any]) -> tuple[bool, str, float]:
     x = r["warm"]["peers"][OURS_WARM]["speedup"]
     zexus = r["warm"]["peers"].get("zexus (persistent)", {}).get("speedup")
     extra = f"; zexus persistent {fmt(zexus['median'])}× (lossy)" if zexus and x["n"] else ""
-    return x["median"] >= 25, f"{fmt(x['median'])}× (per program {fmt(x['min'])}–{fmt(x['max'])}){extra}", x["median"]
+    return x["median"] >= 30, f"{fmt(x['median'])}× (per program {fmt(x['min'])}–{fmt(x['max'])}){extra}", x["median"]
 
 
 def _ast(r: dict[str, Any]) -> tuple[bool, str, float]:
@@ -93,6 +93,14 @@ def _load_throughput(r: dict[str, Any]) -> tuple[bool, str, float]:
     return worst >= 1.0, measured, worst
 
 
+def _run_ratio(name: str, target: float) -> Callable[[dict[str, Any]], tuple[bool, str, float]]:
+    def measure(r: dict[str, Any]) -> tuple[bool, str, float]:
+        x = r["run"]["ratios"][name]
+        return x["median"] <= target, f"{fmt(x['median'])}× (per program {fmt(x['min'])}–{fmt(x['max'])})", x["median"]
+
+    return measure
+
+
 GOALS = [
     _goal("1 codec", "every corpus program runs identically from decoded bytecode", "all programs", "codec", _fidelity),
     _goal("1 codec", "encoded size vs zexus .zxc", "< 1.0× (smaller)", "codec", _codec_ratio("size_ours_over_zxc")),
@@ -104,10 +112,14 @@ GOALS = [
     _goal("2 store", "store get vs diskcache get (LRU policy)", "≤ 0.25×", "store",
           _store_ratio("store_get_over_dc_lru_get")),
     _goal("2 store", "store put vs diskcache set", "≤ 0.75×", "store", _store_ratio("store_put_over_dc_set")),
-    _goal("3 warm", "warm start (new process, store hit) vs cold lex+parse+compile", "≥ 25× (median)", "warm", _warm),
+    _goal("3 warm", "warm start (new process, store hit) vs cold lex+parse+compile", "≥ 30× (median)", "warm", _warm),
     _goal("3 warm", "AST-keyed hit (key + front lookup) vs compiling the same AST", "≥ 3× (median)", "seed", _ast),
     _goal("5 load", "many processes: errors and wrong reads (store, façade)", "0 and 0", "load", _load_clean),
     _goal("5 load", "store throughput vs diskcache under N processes", "≥ 1.0× at every N", "load", _load_throughput),
+    _goal("12 run", "`zexus-bcache run` through the warm server vs `zx run` (wall, warm)", "≤ 0.4× (median)", "run",
+          _run_ratio("server_over_zx", 0.4)),
+    _goal("12 run", "`zexus-bcache run --no-server` in-process vs `zx run` (wall, warm)", "≤ 0.8× (median)", "run",
+          _run_ratio("in_process_over_zx", 0.8)),
 ]
 
 
@@ -246,7 +258,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         names = [n for n in p if p[n]["speedup"]["n"]]
         bars(ax, names, [p[n]["speedup"]["median"] for n in names], [p[n]["speedup"]["min"] for n in names],
              [p[n]["speedup"]["max"] for n in names], "Warm start: cold / warm, new process (bars: min–max over programs)", "× faster (higher is better)",
-             line=25)  # fmt: skip
+             line=30)  # fmt: skip
     else:
         empty(ax, "Warm start")
     ax = axes[0][1]

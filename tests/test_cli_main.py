@@ -62,6 +62,10 @@ def test_every_command_and_db_subcommand_has_help() -> None:
         "schema",
         ("config", "set"),
         ("config", "unset"),
+        "server",
+        ("server", "start"),
+        ("server", "stop"),
+        ("server", "status"),
     }
     assert names == {(n,) if isinstance(n, str) else n for n in expected}
     for path, command in all_commands():

@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..constants import KINDS, POLICIES
-from . import db, inspect, maintain, run, settings, warm
+from . import db, inspect, maintain, run, server, settings, warm
 from ._common import setup_logging
 from .inspect import SORTS
 
@@ -72,5 +72,6 @@ for _command in (
     maintain.doctor,
     db.db,
     settings.config_command,
+    server.server,
 ):
     main.add_command(_command)
