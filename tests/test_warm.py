@@ -157,3 +157,17 @@ def test_workers_never_inherit_a_half_imported_module(
     assert report.count("compiled") == len(files), report.results
     with Store(pg_url, read_only=True) as server:
         assert len(server.keys()) == len(files)  # every shared put arrived
+
+
+def test_a_run_after_warm_is_a_hit(tree: Path, tmp_path: Path) -> None:
+    """warm keys entries as `zexus-bcache run` does, so the run that follows skips parse and compile."""
+    path = tmp_path / "c.db"
+    files = warm.find_files([tree])
+    assert warm.warm(files, {"path": path}, jobs=1).count("compiled") == len(files)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZEXUS_BCACHE_")}
+    env.update(ZEXUS_BCACHE_PATH=str(path), ZEXUS_BCACHE_SERVER="0")
+    done = subprocess.run([sys.executable, "-m", "zexus_bcache", "run", "--timings", str(files[0])],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "timings: hit (store)" in done.stderr, done.stderr
+    with Store(path, read_only=True) as s:
+        assert s.count() == len(files), "the run stored nothing new"

@@ -38,6 +38,8 @@ class RunArgs:
     file: str = ""
     args: tuple[str, ...] = ()
     error: str | None = None  # a usage error: main() prints it and returns 2
+    compile_only: bool = False  # warm: look up, compile and store as a run would, then stop before running
+    lookup_only: bool = False  # warm --dry-run: stop after the lookup
 
 
 def parse_argv(argv: list[str]) -> RunArgs | None:

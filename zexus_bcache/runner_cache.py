@@ -45,8 +45,9 @@ class CacheSession:
     """The cache for one run: opened on first use, closed (flushed) before the program starts."""
 
     def __init__(self, cache_location: str | None, shared: str | None, shared_read_only: bool | None,
-                 start: str | None, enabled: bool = True):
+                 start: str | None, enabled: bool = True, cache: Any = None):
         self.enabled = enabled
+        self._owned = cache is None  # a cache handed in (warm's worker) is the caller's to close
         self._command_line = {"path": cache_location, "shared_url": shared, "shared_read_only": shared_read_only}
         self._start = start
         self.cache: Any = None
@@ -58,6 +59,9 @@ class CacheSession:
         self._closed = False
         self._fingerprint = ""
         self._miss = "miss"
+        self.stored = False
+        if cache is not None:
+            self.cache, self.location, self._opened = cache, cache.location, True
 
     def _open(self) -> Any:
         if self._opened:
@@ -90,6 +94,11 @@ class CacheSession:
         self._key = keys.source_key(source, run_fingerprint(self._fingerprint, syntax_style, advanced))
         self.timings["key"] = time.perf_counter() - t0
 
+    @property
+    def key_value(self) -> str | None:
+        """The run's key, once key() computed it."""
+        return self._key
+
     def lookup(self) -> Any | None:
         """Bytecode cached under the key, or None."""
         if self.cache is None or self._key is None:
@@ -114,13 +123,14 @@ class CacheSession:
         try:
             cache.store_value(self._key, bytecode, kind="source", source_path=path, source_hash=source_hash,
                               fingerprint=self._fingerprint)
+            self.stored = True
         except Exception as exc:  # never fails the run
             log.warning("cannot store the compiled program: %s", exc)
         self.timings["store"] = time.perf_counter() - t0
 
     def close(self) -> None:
         """Flush and close the cache (before the program runs: it may never return); idempotent."""
-        if self.cache is not None and not self._closed:
+        if self.cache is not None and not self._closed and self._owned:
             self._closed = True
             try:
                 self.cache.close()

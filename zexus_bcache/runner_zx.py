@@ -80,7 +80,7 @@ class _Run:
         self.opts = opts
         self.file = file
         self.session = session
-        self.console = _Console()
+        self.console: Any = _Console()
         self.debug = False
         self.cacheable = False
         self.t_run = 0.0
@@ -179,6 +179,8 @@ class _Run:
             self.session.key(source_code, syntax_style, advanced_parsing, not no_optimize)
             if not self.opts.refresh:
                 bytecode = self.session.lookup()
+        if self.opts.lookup_only:
+            return 0
         program = None
         fallback_reason = None
         if bytecode is None:
@@ -214,6 +216,8 @@ class _Run:
                 if self.cacheable and bytecode is not None:
                     self.session.store(bytecode, source_code, file)
         self.session.close()  # flushed now: the program may never return
+        if self.opts.compile_only:
+            return 0 if self.cacheable and bytecode is not None else 1
         self.t_run = time.perf_counter()
         return self._execute(bytecode, program, parse_args, fallback_reason, use_vm, vm_mode, no_optimize,
                              vm_config, error_reporter)
@@ -315,3 +319,47 @@ def _show_enriched_parser_error(console: Any, error_str: str, error_reporter: An
         parts.append(f"     {caret_pad}{red}^{reset}")
     parts.append(f"     {message}")
     console.print("\n".join(parts))
+
+
+class _Recorder:
+    """A console for warm: keeps what zx would have printed (markup stripped), to give as the reason."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def print(self, *objects: Any, **_kwargs: Any) -> None:
+        import re
+
+        text = " ".join(str(o) for o in objects)
+        self.lines.extend(line for line in re.sub(r"\[/?[a-z ]+\]", "", text).splitlines() if line.strip())
+
+
+def prepare(
+    file: str, cache: Any, *, optimize: bool = True, refresh: bool = False, dry: bool = False
+) -> tuple[str, str | None, str | None]:
+    """Look up, compile and store ``file`` exactly as ``zexus-bcache run`` would, without running it.
+
+    For ``warm``: the entry is made under the run's own key (zx's parse options, the type check's
+    promise), so a later run hits it. Returns (status, reason, key): status "cached" (a hit),
+    "compiled" (stored now) or "failed" (not cacheable: zx refused it, the type check spoke, the
+    VM compiler cannot compile it; reason says what zx said). ``dry``: look up only ("cached" or
+    "would compile"), compiling nothing.
+    """
+    from .runner import RunArgs
+
+    load_zexus()
+    opts = RunArgs(file=file, no_optimize=not optimize, refresh=refresh, compile_only=True, lookup_only=dry)
+    session = CacheSession(None, None, None, None, cache=cache)
+    state = _Run(opts, file, session)
+    recorder = _Recorder()
+    state.console = recorder
+    with pipeline.quiet():  # zexus's own print_error goes to stdout
+        code = state.steps()
+    if session.tier is not None:
+        return "cached", None, session.key_value
+    if dry:
+        return ("would compile" if code == 0 else "failed"), None, session.key_value
+    if code == 0 and session.stored:
+        return "compiled", None, session.key_value
+    reason = "; ".join(recorder.lines[:3]) or ("not cacheable" if code == 0 else "zx refused it")
+    return "failed", reason, session.key_value

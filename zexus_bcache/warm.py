@@ -200,35 +200,24 @@ def _write_errors(cache: Any) -> int:
 
 
 def _compile_one(path: str, optimize: bool, force: bool = False) -> dict[str, Any]:
-    """Compile one file through this process's cache: compiled, already cached, or failed and why."""
-    from . import pipeline
+    """Compile one file through this process's cache, as `run` would key it: compiled, already cached, or failed."""
+    from . import runner_zx
 
     cache = _WORKER["cache"]
     result: dict[str, Any] = {"path": path, "status": "failed", "reason": None}
     errors_before = _write_errors(cache)
     try:
-        if force:
-            cache.invalidate_file(path)
-        report = cache.compile_file_report(path, optimize=optimize)
-    except pipeline.ZexusParseError as exc:
-        result["reason"] = "parse errors: " + "; ".join(exc.errors)
+        status, reason, key = runner_zx.prepare(path, cache, optimize=optimize, refresh=force)
     except (OSError, UnicodeDecodeError) as exc:
         result["reason"] = f"cannot read: {exc}"
-    except SyntaxError as exc:  # zexus's lexer (an unterminated string, ...)
-        result["reason"] = f"syntax error: {exc}"
     except BcacheError as exc:
         result["reason"] = str(exc)
-    except Exception as exc:  # the compiler's own errors
-        kind = "not supported by the VM compiler" if pipeline.is_unsupported_node(exc) else "compile error"
-        result["reason"] = f"{kind}: {exc}"
     else:
-        if report.tier is not None:
-            result["status"] = "cached"
-        elif cache.store is None or cache.read_only or _write_errors(cache) > errors_before:
-            result["reason"] = "compiled, but the bytecode could not be stored (see the warnings)"
-        else:
-            result["status"] = "compiled"
-            if cache.store.info(report.key) is None:  # stored, then evicted by the store's limits
+        result.update(status=status, reason=reason)
+        if status == "compiled":
+            if cache.store is None or cache.read_only or _write_errors(cache) > errors_before:
+                result.update(status="failed", reason="compiled, but the bytecode could not be stored (see warnings)")
+            elif key is not None and cache.store.info(key) is None:  # stored, then evicted by the store's limits
                 result["reason"] = "stored, then evicted by the cache's limits (see `zexus-bcache config`)"
     finally:
         cache.flush()  # worker processes end without running atexit: save counters (and shared puts) now
@@ -237,19 +226,17 @@ def _compile_one(path: str, optimize: bool, force: bool = False) -> dict[str, An
 
 def dry_run(files: Sequence[Path], cache: Any, *, optimize: bool = True, force: bool = False) -> WarmReport:
     """What warm would do, without compiling: each file "would compile" or "cached" (or failed: unreadable)."""
-    from . import keys
+    from . import runner_zx
 
     report = WarmReport(str(cache.location), len(files), effective_jobs(None, len(files)), dry_run=True)
-    fingerprint = keys.compiler_fingerprint(optimize=optimize, compiler="vm")
     for file in files:
         result: dict[str, Any] = {"path": str(file), "status": "would compile", "reason": None}
         try:
-            resolved = Path(file).resolve()
-            key = keys.source_key(resolved.read_text(encoding="utf-8"), fingerprint, str(resolved))
+            status, reason, _ = runner_zx.prepare(str(file), cache, optimize=optimize, dry=True)
         except (OSError, UnicodeDecodeError) as exc:
             result.update(status="failed", reason=f"cannot read: {exc}")
         else:
-            if not force and cache.contains_key(key):
-                result["status"] = "cached"
+            if not force:
+                result.update(status=status, reason=reason)
         report.results.append(result)
     return report
