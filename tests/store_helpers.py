@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from zexus_bcache.store import Store
 
-NO_FLUSH = dict(flush_every=10**9, flush_interval=1e9)  # flushes happen only when a test says so
+NO_FLUSH: dict[str, Any] = dict(flush_every=10**9, flush_interval=1e9)  # flushes happen only when a test says so
 
 
 def meta(**overrides: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def sql(store: Store, statement: str, **params: Any) -> list[Any]:
     try:
         with engine.begin() as conn:
             result = conn.execute(sa.text(statement), params)
-            return result.all() if result.returns_rows else []
+            return list(result.all()) if result.returns_rows else []
     finally:
         engine.dispose()
 

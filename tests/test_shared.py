@@ -407,3 +407,47 @@ def test_processes_share_hits_through_one_server_and_survive_its_death(tmp_path:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+# -- a tampered server: oversized rows and writers without the key ------------------------------
+
+
+def test_an_oversized_payload_is_refused_before_it_is_downloaded(
+    tmp_path: Path, filled: tuple[str, list[str]], decodes: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, keys = filled
+    (checksum,) = server_rows(url, "SELECT checksum FROM entries WHERE key = :k", k=keys[0])[0]
+    huge = os.urandom(1024) * (20 * 1024)  # 20 MiB swapped in on the server
+    server_rows(url, "UPDATE blobs SET payload = :p WHERE checksum = :c", p=huge, c=checksum)
+    with Store(url) as raw:  # what the tier asks: the size, not the payload
+        entry, size = raw.get_limited(keys[0], 16 * 1024 * 1024)
+        assert entry is None and size == len(huge)
+        small, small_size = raw.get_limited(keys[1], 16 * 1024 * 1024)
+        assert small is not None and small_size == len(small.payload)
+    caplog.set_level(logging.WARNING, logger="zexus_bcache")
+    with client(tmp_path, "victim", url) as victim:
+        assert victim.compile_source_report(PROGRAMS[0]).tier is None  # compiled here
+        assert victim.compile_source_report(PROGRAMS[1]).tier == "shared"  # the others still come
+        assert victim.stats.auth_failures == 1
+    assert all(len(payload) < 1024 * 1024 for payload in decodes)
+    assert sum("over 16777216" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_writer_with_the_wrong_key_cannot_overwrite_an_entry(tmp_path: Path, filled: tuple[str, list[str]]) -> None:
+    url, keys = filled
+    before = snapshot(url)["entries"]
+    intruder = SharedTier(url, key="the-wrong-key-0123456789", retry_after=60.0, get_timeout=5.0, drain_timeout=10.0)
+    try:
+        other = pipeline.compile_source('print("not what you asked for")\n')
+        payload = codec.encode(other)
+        for key in keys:
+            shape = dict(n_instructions=1, n_constants=1)
+            assert intruder.put(key, payload, kind="source", fingerprint="fp", codec_version=1, **shape)
+        assert intruder.flush(timeout=60)
+    finally:
+        intruder.close()
+    assert [row[:3] for row in snapshot(url)["entries"]] == [row[:3] for row in before], "no entry was replaced"
+    with client(tmp_path, "reader", url) as reader:
+        report = reader.compile_source_report(PROGRAMS[0])
+        assert report.tier == "shared" and reader.stats.auth_failures == 0
+        assert_same(report.bytecode, pipeline.compile_source(PROGRAMS[0]))

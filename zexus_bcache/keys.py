@@ -361,7 +361,7 @@ def ast_key(node: Any, fingerprint: str) -> str:
                 a((_H_BYTEARRAY, bytes(v)))
             else:
                 a((_H_SET if t is set else _H_FROZENSET, len(v)))
-                frame = (out, [])
+                frame: tuple[Any, list[Any]] = (out, [])
                 push(_Marker(_END_SET, frame))
                 for member in v:
                     push(_Marker(_END_MEMBER, frame))
@@ -402,3 +402,8 @@ def storable(key: Any) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def content_hash(data: bytes) -> str:
+    """The content hash stored with an entry made from a source or a file: hex blake2b-256."""
+    return hashlib.blake2b(data, digest_size=32).hexdigest()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import trust
+from . import keys, trust
 from .errors import BcacheError, ConfigError, SchemaTooNewError, StoreError
 
 if TYPE_CHECKING:
@@ -117,8 +116,7 @@ def migrate(location: str | Path, revision: str = "head", *, down: bool = False)
         if before is not None and classify_revision(before).state == "newer":
             raise SchemaTooNewError(f"{location}: written by a newer zexus_bcache; nothing was changed")
     path = store.sqlite_path(location)
-    # TODO(lead): store._write_problem is what Store checks on open; make it public (write_problem).
-    problem = store._write_problem(path) if path is not None else None
+    problem = store.write_problem(path) if path is not None else None
     if problem:
         raise StoreError(
             f"{location}: cannot {'downgrade' if down else 'upgrade'}: the cache is read-only here ({problem})"
@@ -149,12 +147,8 @@ def _clean_database_errors(location: str | Path, what: str) -> Iterator[None]:
 
 
 def content_hash(data: bytes) -> str:
-    """The content hash BytecodeCache stores with an entry: hex blake2b-256.
-
-    TODO(lead): cache.py computes this inline twice (compile_source_report, _file_key); make it
-    one public function (keys.content_hash) and import it here.
-    """
-    return hashlib.blake2b(data, digest_size=32).hexdigest()
+    """The content hash BytecodeCache stores with an entry (keys.content_hash)."""
+    return keys.content_hash(data)
 
 
 def content_hashes(path: Path) -> set[str] | None:

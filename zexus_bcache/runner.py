@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import NoReturn
+
+from .runner_args import RunArgs
 
 PROG = "zexus-bcache"
 USAGE = f"Usage: {PROG} run [OPTIONS] FILE [ARGS]..."
@@ -21,25 +22,6 @@ _RUN_FLAGS = {"--timings": "timings", "--no-optimize": "no_optimize", "--no-cach
               "--refresh": "refresh", "--no-server": "no_server"}
 EXIT_USAGE = 2  # click's exit status for a usage error
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program stopped by Ctrl-C
-
-
-@dataclass
-class RunArgs:
-    """One ``run`` command line: global options, run options, FILE and the program's own arguments."""
-
-    cache: str | None = None
-    shared: str | None = None
-    shared_read_only: bool | None = None
-    timings: bool = False
-    no_optimize: bool = False
-    no_cache: bool = False
-    refresh: bool = False
-    no_server: bool = False
-    file: str = ""
-    args: tuple[str, ...] = ()
-    error: str | None = None  # a usage error: main() prints it and returns 2
-    compile_only: bool = False  # warm: look up, compile and store as a run would, then stop before running
-    lookup_only: bool = False  # warm --dry-run: stop after the lookup
 
 
 def parse_argv(argv: list[str]) -> RunArgs | None:

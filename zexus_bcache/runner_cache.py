@@ -11,7 +11,6 @@ uncached run.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -118,7 +117,9 @@ class CacheSession:
         if cache is None or self._key is None:
             return
         t0 = time.perf_counter()
-        source_hash = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=32).hexdigest()
+        from . import keys
+
+        source_hash = keys.content_hash(source.encode("utf-8", "surrogatepass"))
         path = str(Path(file).resolve()) if os.path.isfile(file) and not file.startswith("/dev/") else None
         try:
             cache.store_value(self._key, bytecode, kind="source", source_path=path, source_hash=source_hash,

@@ -16,13 +16,11 @@ import os
 import sys
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import pipeline, render
+from .runner_args import RunArgs
 from .runner_cache import CacheSession, setup_logging
-
-if TYPE_CHECKING:
-    from .runner import RunArgs
 
 STDIN_NAME = "/dev/stdin"  # FILE "-" is read from fd 0 and named as `zx run /dev/stdin` names it
 
@@ -345,8 +343,6 @@ def prepare(
     VM compiler cannot compile it; reason says what zx said). ``dry``: look up only ("cached" or
     "would compile"), compiling nothing.
     """
-    from .runner import RunArgs
-
     load_zexus()
     opts = RunArgs(file=file, no_optimize=not optimize, refresh=refresh, compile_only=True, lookup_only=dry)
     session = CacheSession(None, None, None, None, cache=cache)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zexus_bcache")
 
+MAX_PAYLOAD = 16 * 1024 * 1024  # larger payloads are refused before they are downloaded
 MIN_KEY_BYTES = 16
 _SIGNATURE_CONTEXT = b"zexus-bcache shared entry v1"
 
@@ -110,7 +111,8 @@ def server_url(url: str, *, connect_timeout: float, statement_timeout_ms: int) -
     except (sa.exc.ArgumentError, ValueError):
         raise ConfigError("the shared tier's URL is not a database URL (postgresql://user@host/db)") from None
     if parsed.get_backend_name() != "postgresql":
-        raise ConfigError(f"the shared tier needs a PostgreSQL URL (postgresql://...), not {parsed.get_backend_name()!r}")
+        backend = parsed.get_backend_name()
+        raise ConfigError(f"the shared tier needs a PostgreSQL URL (postgresql://...), not {backend!r}")
     if importlib.util.find_spec("psycopg") is None:
         raise ConfigError("the shared tier needs psycopg 3: pip install 'zexus-bcache[pg]'")
     query = dict(parsed.query)
@@ -170,6 +172,7 @@ class SharedTier:
         retry_after: float = 30.0,
         queue_size: int = 1024,
         drain_timeout: float = 5.0,
+        max_payload: int = MAX_PAYLOAD,
     ) -> None:
         """Check the key and URL now (ConfigError); connect in the background (failures are warnings)."""
         self.secret = check_key(key)
@@ -182,6 +185,7 @@ class SharedTier:
         self.open_timeout = float(open_timeout)
         self.retry_after = float(retry_after)
         self.drain_timeout = float(drain_timeout)
+        self.max_payload = int(max_payload)
         self.counts: dict[str, int] = {}
         self._count_cb = count
         self._warned: set[str] = set()
@@ -191,7 +195,7 @@ class SharedTier:
         self._down_until = 0.0
         self._closed = False
         self._io = _Worker("zexus-bcache-shared-io")
-        self._opening = self._io.submit(self._open)  # connect while the program starts up
+        self._opening: Future[Store] | None = self._io.submit(self._open)  # connect while the program starts up
         self._queue: queue.Queue[_Put] = queue.Queue(maxsize=max(1, int(queue_size)))
         self._writer: threading.Thread | None = None
         if not read_only:
@@ -286,8 +290,15 @@ class SharedTier:
 
         Nothing here decodes a payload: the caller decodes only what this returned.
         """
-        ok, entry = self._call("lookup", lambda store: store.get(key))
+        # The row's size first, the payload only if it is not over max_payload (one statement).
+        ok, found = self._call("lookup", lambda store: store.get_limited(key, self.max_payload))
         if not ok:
+            return None
+        entry, size = found
+        if entry is None and size is not None:
+            self._count("auth_failures")
+            message = f"entry {key[:12]} has a {size}-byte payload, over {self.max_payload}; refused, not downloaded"
+            self._warn("oversized", message)
             return None
         if entry is None:
             self._count("shared_misses")
@@ -359,7 +370,8 @@ class SharedTier:
         signature = sign(self.secret, key=key, payload=payload, **signed)
 
         def put(store: Store) -> None:
-            store.put(key, payload, signature=signature, **meta)
+            # Insert if absent: a writer (with the wrong key, say) never replaces an entry there.
+            store.put(key, payload, signature=signature, replace=False, **meta)
 
         ok, _ = self._call("put", put)
         if not ok:
@@ -397,7 +409,7 @@ class SharedTier:
                     self._count("shared_dropped", lost)
                     self._warn("close", f"closing with {lost} puts not written (the server did not take them in time)")
             try:
-                self._queue.put_nowait(_STOP)  # type: ignore[arg-type]
+                self._queue.put_nowait(_STOP)
             except queue.Full:
                 pass
         self._closed = True

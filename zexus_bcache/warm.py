@@ -193,8 +193,8 @@ def _init(arguments: dict[str, Any], ignore_sigint: bool = True) -> None:
 
 
 def _write_errors(cache: Any) -> int:
-    # TODO(lead): cache.py could say per call whether the put was stored (CompileReport.stored);
-    # meanwhile this process's own count of failed writes tells a failed put from a later eviction.
+    # A failed put is a warning and a write error, never an exception (a cache never breaks its
+    # caller): this process's own count of failed writes tells a failed put from a later eviction.
     counts = getattr(cache, "_counts", None)
     return int(counts.get("write_errors", 0)) if isinstance(counts, dict) else 0
 

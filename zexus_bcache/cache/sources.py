@@ -87,7 +87,7 @@ class SourcesMixin:
         t3 = time.perf_counter()
         report.bytecode = pipeline.compile_program(program, optimize=optimize)
         t4 = time.perf_counter()
-        source_hash = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=32).hexdigest()
+        source_hash = keys.content_hash(source.encode("utf-8", "surrogatepass"))
         self.store_value(key, report.bytecode, kind="source", source_path=source_path, source_hash=source_hash,
                          fingerprint=fingerprint)
         report.program = program
@@ -102,7 +102,7 @@ class SourcesMixin:
         """(key, resolved path, content hash), or None when the file cannot be read."""
         resolved = Path(file_path).resolve()
         try:
-            content = hashlib.blake2b(resolved.read_bytes(), digest_size=32).hexdigest()
+            content = keys.content_hash(resolved.read_bytes())
         except OSError:
             return None
         key = hashlib.blake2b(f"file\0{self.fingerprint}\0{resolved}\0{content}".encode(), digest_size=32)

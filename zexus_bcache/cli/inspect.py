@@ -72,7 +72,6 @@ def stats(ctx: click.Context, zero: bool, fmt: str) -> None:
         settings = store.get_settings()
         hits = sum(counters[name] for name in constants.HIT_COUNTERS)
         entries, total = store.count(), store.total_bytes()
-        zeroed_at = getattr(store, "counters_zeroed_at", None)  # TODO(lead): Store needs to record this
         data = {
             "location": store.name,
             "schema_revision": store.revision(),
@@ -83,7 +82,7 @@ def stats(ctx: click.Context, zero: bool, fmt: str) -> None:
             "hits": hits,
             "hit_rate": constants.hit_rate(hits, counters["misses"]),
             **maintenance.usage(entries, total, settings),
-            "counters_zeroed_at": zeroed_at() if callable(zeroed_at) else None,
+            "counters_zeroed_at": store.counters_zeroed_at(),
             **settings,
         }
         if zero:
@@ -161,20 +160,11 @@ def ls(
     if path_glob is not None and not os.path.isabs(path_glob) and not path_glob.startswith("*"):
         path_glob = os.path.join(os.getcwd(), path_glob)
     by = SORTS[sort]
-    in_python = by == "n_instructions"  # TODO(lead): the store cannot order by instructions yet
     with open_store(ctx) as store:
         entries = store.entries(
-            sort="key" if in_python else by,
-            descending=not reverse,
-            kind=kind,
-            path_glob=path_glob,
-            older_than=older_than,
-            limit=None if in_python else limit,
+            sort=by, descending=not reverse, kind=kind, path_glob=path_glob, older_than=older_than, limit=limit
         )
         in_cache = store.count()
-    if in_python:
-        entries.sort(key=lambda e: (e["n_instructions"], e["key"]), reverse=not reverse)
-        entries = entries[:limit] if limit is not None else entries
     render.rows(entries, fmt, ENTRY_COLUMNS, empty="(no entries)")
     if fmt == "table" and entries:
         total = render.size(sum(e["payload_size"] for e in entries))
@@ -265,16 +255,25 @@ def _key_of(store: Any, key_or_file: str) -> str:
     metavar="NAME VALUE",
     help="Bind :NAME to VALUE (as text; repeatable).",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Stop the query after this long (it holds a read transaction meanwhile).",
+)
 @formats(csv=True, lines=True)
 @click.pass_context
 @clean_errors
-def sql(ctx: click.Context, statement: str, params: tuple[tuple[str, str], ...], fmt: str) -> None:
+def sql(ctx: click.Context, statement: str, params: tuple[tuple[str, str], ...], timeout: float, fmt: str) -> None:
     """Run one read-only SQL query on the cache database.
 
     See `tables` and `schema` for what there is to query. The connection is read-only and
     anything that would write is refused. Parameters are bound, never pasted into the SQL:
     `sql "SELECT * FROM entries WHERE kind = :k" -p k source`. Values are text; SQLite converts
-    them for numeric columns (else use CAST(:n AS INTEGER)).
+    them for numeric columns (else use CAST(:n AS INTEGER)). A query runs for at most
+    --timeout seconds; Ctrl-C stops it.
     """
     words = statement.strip().rstrip(";").split()
     if not words:
@@ -282,7 +281,7 @@ def sql(ctx: click.Context, statement: str, params: tuple[tuple[str, str], ...],
     if words[0].upper() == "VACUUM":
         raise click.ClickException("read-only query refused: VACUUM rewrites the database; run `zexus-bcache vacuum`")
     with open_store(ctx) as store:
-        columns, rows = store.query(statement, dict(params))
+        columns, rows = store.query(statement, dict(params), timeout=timeout)
     names = _unique(columns)
     render.rows([dict(zip(names, row, strict=True)) for row in rows], fmt, fields=names, empty="(no rows)")
 

@@ -26,9 +26,9 @@ from .migrate import (
 )
 from .queries import SORTS, parse_setting
 from .sqlite_files import move_aside, write_problem
+from .store import _LIVE, Store
 
 _write_problem = write_problem  # the name callers used before it was public
-from .store import _LIVE, Store
 
 __all__ = [
     "ALLOW_WORLD_WRITABLE_ENV",

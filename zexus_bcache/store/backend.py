@@ -42,6 +42,13 @@ def database_errors() -> tuple[type[BaseException], ...]:
     return (sqlite3.Error, OSError, UnicodeDecodeError, *extra)
 
 
+def one_line(exc: BaseException) -> str:
+    """What a database error says, in one line: the driver's message, without SQLAlchemy's SQL and links."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
 def is_locked(exc: BaseException) -> bool:
     """Whether a database error is SQLite's "database is locked" / "busy" (directly or wrapped by SQLAlchemy)."""
     cause = getattr(exc, "orig", None) or exc
@@ -113,6 +120,10 @@ class Backend:
         if self._engine is not None:
             self._engine.dispose()
 
+    def release_connections(self) -> None:
+        """Close every connection before a fork (see forks.py); they are opened again on demand."""
+        self.dispose()
+
     def after_fork_in_child(self) -> None:
         """A forked child must not use its parent's connections (nor close them)."""
         self._engine_lock = threading.Lock()
@@ -147,6 +158,11 @@ class Backend:
         except database_errors() as exc:
             raise StoreError(f"{self.name}: get failed: {exc}") from exc
 
+    def fetch_limited(self, key: str, max_payload: int) -> Any:
+        """The hit row of ``key`` with its payload only if at most ``max_payload`` bytes, then its size; or None."""
+        with self.engine().connect() as conn:
+            return conn.execute(queries.select_limited(self.dialect), {"key": key, "max": int(max_payload)}).first()
+
     def put(
         self, digest: str, payload: bytes, entry: tuple[Any, ...], pending: Pending, *, replace: bool = True
     ) -> list[str]:
@@ -159,7 +175,7 @@ class Backend:
         values = dict(zip(queries.ENTRY_COLUMNS, entry, strict=True))
         try:
             with self.write_engine().begin() as conn:
-                if not replace and conn.execute(statements.insert_entry, values).rowcount != 1:
+                if not replace and conn.execute(statements.insert_entry, values).first() is None:
                     return []
                 conn.execute(statements.put_blob, {"checksum": digest, "payload": payload})
                 if replace:
@@ -218,8 +234,10 @@ class Backend:
 
     # -- maintenance ------------------------------------------------------------------------
 
-    def query(self, statement: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run one caller-written statement so that it can only read."""
+    def query(
+        self, statement: str, params: dict[str, Any], timeout: float | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one caller-written statement so that it can only read, for at most ``timeout`` seconds."""
         raise NotImplementedError
 
     def integrity_check(self) -> list[str]:

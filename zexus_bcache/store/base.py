@@ -91,6 +91,10 @@ class StoreBase:
     _pending: Pending
     _gate: AbstractContextManager[None]
 
+    def flush(self) -> None:
+        """Write what is recorded in memory (the Store's, which the parts call before reading an order)."""
+        raise NotImplementedError
+
     def _write_engine(self) -> Engine:
         return self._backend.write_engine()
 

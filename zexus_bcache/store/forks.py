@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from threading import get_ident
 from collections.abc import Callable
+from threading import get_ident
 from types import TracebackType
 
 log = logging.getLogger("zexus_bcache")

@@ -117,16 +117,18 @@ class Inspection(StoreBase):
 
     @public
     def query(
-        self, statement: str, params: Mapping[str, Any] | None = None
+        self, statement: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one caller-written statement on a read-only connection; return (column names, rows).
 
         Parameters are bound (``:name``), never interpolated. On SQLite the connection is opened
         with ``mode=ro`` and ``PRAGMA query_only``, and an authorizer refuses anything but reading
-        (writes, DDL, ATTACH, transactions, PRAGMAs that set a value) before it runs; on PostgreSQL
-        it is one prepared statement in a READ ONLY transaction.
+        (writes, DDL, ATTACH, transactions, PRAGMAs that set a value, functions not on a list)
+        before it runs; on PostgreSQL it is one prepared statement in a READ ONLY transaction, and
+        functions with side effects are refused. It runs for at most ``timeout`` seconds (default
+        10; StoreError when reached); Ctrl-C stops it (KeyboardInterrupt).
         """
-        return self._backend.query(statement, dict(params or {}))
+        return self._backend.query(statement, dict(params or {}), timeout)
 
     @public
     def integrity_check(self) -> list[str]:
@@ -177,7 +179,7 @@ class Inspection(StoreBase):
         A stored value that is not a whole number (written by hand) counts as 0, with one warning.
         """
         with self._backend.engine().connect() as conn:
-            persisted = dict(conn.execute(queries.counters()).all())
+            persisted: dict[str, Any] = dict(conn.execute(queries.counters()).all())
         pending = self._pending.counter_deltas()
         return {
             name: _whole(persisted.get(name, 0), f"counter {name}", self.name) + pending.get(name, 0)

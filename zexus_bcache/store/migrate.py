@@ -7,6 +7,7 @@ never pays for importing Alembic (~80 ms).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import logging
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from .. import constants
 from ..errors import BcacheError, SchemaTooNewError, StoreError
-from .backend import Backend, current_revision_of, database_errors
+from . import forks
+from .backend import Backend, current_revision_of, database_errors, one_line
 from .locate import connect
 
 if TYPE_CHECKING:
@@ -122,7 +124,8 @@ def upgrade_on_open(backend: Backend, head: str = constants.HEAD_REVISION) -> bo
         try:
             command.upgrade(alembic_config(conn), "head")
         except Exception as exc:  # the transaction rolls back: DDL included, nothing changed
-            raise StoreError(f"{backend.name}: migrating to {head!r} failed, nothing was changed: {exc}") from exc
+            message = f"migrating to {head!r} failed, nothing was changed: {one_line(exc)}"
+            raise StoreError(f"{backend.name}: {message}") from exc
     return True
 
 
@@ -138,16 +141,18 @@ def _maintenance(url_or_path: str | os.PathLike[str], *, read_only: bool) -> Ite
     another program's database is refused).
     """
     backend = connect(url_or_path, read_only=read_only)
-    engine = backend.maintenance_engine()
-    try:
-        with engine.connect() as conn, conn.begin():
-            yield backend, conn
-    except BcacheError:
-        raise
-    except database_errors() as exc:
-        raise StoreError(f"{backend.name}: {exc}") from exc
-    finally:
-        engine.dispose()
+    gate = forks.GATE if backend.dialect == "sqlite" else contextlib.nullcontext()
+    with gate:  # no fork while a SQLite connection is open (forks.py)
+        engine = backend.maintenance_engine()
+        try:
+            with engine.connect() as conn, conn.begin():
+                yield backend, conn
+        except BcacheError:
+            raise
+        except database_errors() as exc:
+            raise StoreError(f"{backend.name}: {one_line(exc)}") from exc
+        finally:
+            engine.dispose()
 
 
 def current_revision(url_or_path: str | os.PathLike[str]) -> str | None:
@@ -173,12 +178,13 @@ def _run_alembic(url_or_path: str | os.PathLike[str], revision: str, *, down: bo
         if revision_status(before, head_revision()) is RevisionStatus.NEWER:
             raise too_new(backend.name, before, head_revision())
         from alembic import command
-        from alembic.util import CommandError
 
         verb = "downgrade" if down else "upgrade"
         try:
             getattr(command, verb)(alembic_config(conn), revision)
-        except CommandError as exc:
-            raise StoreError(f"{backend.name}: cannot {verb} to {revision!r}: {exc}") from exc
+        except BcacheError:
+            raise
+        except Exception as exc:  # Alembic's and the database's errors: one clean line, nothing changed
+            raise StoreError(f"{backend.name}: cannot {verb} to {revision!r}: {one_line(exc)}") from exc
         after = current_revision_of(conn)
     return before, after

@@ -155,7 +155,8 @@ def statements(dialect: str) -> Statements:
     new_access = entry.excluded.last_access
     replaced["last_access"] = sa.case((e.last_access > new_access, e.last_access), else_=new_access)
     put_entry = entry.on_conflict_do_update(index_elements=[e.key], set_=replaced)
-    insert_entry = insert(entries).on_conflict_do_nothing(index_elements=[e.key])
+    # RETURNING says whether it inserted (rowcount is -1 for this statement on psycopg).
+    insert_entry = insert(entries).on_conflict_do_nothing(index_elements=[e.key]).returning(e.key)
     # The blob's own checksum, read from its row: a damaged index that leads to another entry's
     # blob is then seen (SQLite would read blobs.checksum from the index that was followed, so it
     # reads the row by rowid; a server reads the row anyway).
@@ -197,6 +198,27 @@ def statements(dialect: str) -> Statements:
     }
     delete_key = sa.delete(entries).where(e.key == sa.bindparam("k"))
     return Statements(insert, put_blob, put_entry, insert_entry, select_entry, touch, bump, limits, victims, delete_key)
+
+
+@functools.cache
+def select_limited(dialect: str) -> sa.Select[Any]:
+    """The hit row of a key, with the payload only if it is at most ``:max`` bytes, and its size last.
+
+    A server's row is data: its size is read without transferring (nor detoasting) the payload,
+    so a huge payload swapped in on the server costs the reader nothing.
+    """
+    import sqlalchemy as sa
+
+    columns = list(statements(dialect).select_entry.selected_columns)
+    blobs = tables().blobs
+    size = (sa.func.length if dialect == "sqlite" else sa.func.octet_length)(blobs.c.payload)
+    limited = sa.case((size <= sa.bindparam("max", type_=sa.BigInteger), blobs.c.payload), else_=sa.null())
+    entries = tables().entries
+    return (
+        sa.select(*columns[:-1], limited.label("payload"), size.label("size"))
+        .join_from(entries, blobs, blobs.c.checksum == entries.c.checksum)
+        .where(entries.c.key == sa.bindparam("key"))
+    )
 
 
 def filters(

@@ -28,9 +28,20 @@ from .. import trust
 from ..errors import ConfigError, StoreError
 from .backend import Backend, is_locked
 from .limits import Candidates, evict_after_put, over_limits
-from .queries import EVICTION_ORDER, SETTING_NAMES
+from .queries import SETTING_NAMES
 from .readonly import read_only_query
 from .sqlite_files import check_trust, peek_revision, sqlite_files, sqlite_uri, write_problem
+from .sqlite_sql import (
+    SQL_BUMP,
+    SQL_DELETE_KEY,
+    SQL_INSERT_ENTRY,
+    SQL_LIMITS,
+    SQL_PUT_BLOB,
+    SQL_PUT_ENTRY,
+    SQL_SELECT_ENTRY,
+    SQL_TOUCH,
+    SQL_VICTIMS,
+)
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -43,71 +54,6 @@ log = logging.getLogger("zexus_bcache")
 BEGIN_OPTION = "zexus_bcache_begin"
 CACHE_KIB = 32 * 1024  # SQLite page cache per connection (diskcache uses the same)
 MMAP_BYTES = 64 * 1024 * 1024  # memory-mapped reads: no read() call per page (as diskcache)
-
-# -- the hot statements, written out -------------------------------------------------------------
-# Each is exactly what SQLAlchemy compiles for SQLite from the Core statement of the same name in
-# queries.statements(), built from schema.py: a test compiles those and compares, so the schema
-# stays the one source of truth. Parameters are positional, in the order noted.
-
-# (key); returns queries.HIT_COLUMNS, the blob's own checksum (read from its row, not the index
-# that led there), then the payload.
-SQL_SELECT_ENTRY = (
-    "SELECT entries.kind, entries.fingerprint, entries.codec_version, entries.checksum,"
-    " entries.source_hash, entries.mem_size, entries.signature,"
-    " (SELECT own.checksum FROM blobs AS own WHERE own.rowid = blobs.rowid) AS blob_checksum, blobs.payload"
-    " FROM entries JOIN blobs ON blobs.checksum = entries.checksum"
-    ' WHERE entries."key" = ?'
-)
-# (checksum, payload)
-SQL_PUT_BLOB = (
-    "INSERT INTO blobs (checksum, payload) VALUES (?, ?)"
-    " ON CONFLICT (checksum) DO UPDATE SET payload = excluded.payload"
-    " WHERE blobs.payload IS NOT excluded.payload"
-)
-# (*queries.ENTRY_COLUMNS)
-SQL_PUT_ENTRY = (
-    'INSERT INTO entries ("key", kind, fingerprint, codec_version, checksum, source_hash, mem_size,'
-    " payload_size, n_instructions, n_constants, source_path, created_at, last_access, access_count,"
-    " signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ' ON CONFLICT ("key") DO UPDATE SET kind = excluded.kind, fingerprint = excluded.fingerprint,'
-    " codec_version = excluded.codec_version, checksum = excluded.checksum,"
-    " source_hash = excluded.source_hash, mem_size = excluded.mem_size,"
-    " payload_size = excluded.payload_size, n_instructions = excluded.n_instructions,"
-    " n_constants = excluded.n_constants, source_path = excluded.source_path,"
-    " last_access = CASE WHEN (entries.last_access > excluded.last_access)"
-    " THEN entries.last_access ELSE excluded.last_access END, signature = excluded.signature"
-)
-# (*queries.ENTRY_COLUMNS): insert if absent (the shared tier never replaces an entry)
-SQL_INSERT_ENTRY = SQL_PUT_ENTRY.split(" ON CONFLICT ")[0] + ' ON CONFLICT ("key") DO NOTHING'
-# (t, t, n, k): a key's last use and how many more uses
-SQL_TOUCH = (
-    "UPDATE entries SET last_access=CASE WHEN (entries.last_access < ?) THEN ? ELSE entries.last_access END,"
-    ' access_count=(entries.access_count + ?) WHERE entries."key" = ?'
-)
-# (c, d): add d to counter c (an upsert: a counter the database does not have yet starts at d)
-SQL_BUMP = (
-    "INSERT INTO counters (name, value) VALUES (?, ?)"
-    " ON CONFLICT (name) DO UPDATE SET value = (counters.value + excluded.value)"
-)
-
-
-# (max_entries, max_bytes, policy): the totals, then those settings' stored text (None: not stored)
-SQL_LIMITS = (
-    "SELECT totals.n_entries, totals.total_bytes,"
-    " (SELECT settings.value FROM settings WHERE settings.name = ?) AS anon_1,"
-    " (SELECT settings.value FROM settings WHERE settings.name = ?) AS anon_2,"
-    " (SELECT settings.value FROM settings WHERE settings.name = ?) AS anon_3 FROM totals"
-)
-# (n, 0) by policy: the first n (key, payload_size) in eviction order (queries.EVICTION_ORDER)
-SQL_VICTIMS = {
-    policy: 'SELECT entries."key", entries.payload_size FROM entries ORDER BY '
-    + ", ".join(f'entries."{c}"' if c == "key" else f"entries.{c}" for c in order)
-    + " LIMIT ? OFFSET ?"
-    for policy, order in EVICTION_ORDER.items()
-}
-# (k)
-SQL_DELETE_KEY = 'DELETE FROM entries WHERE entries."key" = ?'
-
 
 # -- connections -----------------------------------------------------------------------------------
 
@@ -357,11 +303,10 @@ class SQLiteBackend(Backend):
         taken = None
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            if not replace:
-                cursor.execute(SQL_INSERT_ENTRY, entry)
-                if cursor.rowcount != 1:  # an entry is there already: keep it, and add no blob
-                    cursor.execute("COMMIT")
-                    return []
+            # replace=False: an entry already there is kept, and no blob is added for it.
+            if not replace and cursor.execute(SQL_INSERT_ENTRY, entry).fetchone() is None:
+                cursor.execute("COMMIT")
+                return []
             cursor.execute(SQL_PUT_BLOB, (digest, payload))
             if replace:
                 cursor.execute(SQL_PUT_ENTRY, entry)
@@ -428,11 +373,13 @@ class SQLiteBackend(Backend):
 
     # -- maintenance --------------------------------------------------------------------------
 
-    def query(self, statement: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(
+        self, statement: str, params: dict[str, Any], timeout: float | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         conn = sqlite3.connect(sqlite_uri(self.path, read_only=True), uri=True, timeout=self.busy_s)
         try:
             configure(conn, busy_ms=self.busy_timeout_ms, read_only=True)
-            return read_only_query(conn, statement, params, self.name)
+            return read_only_query(conn, statement, params, self.name, timeout)
         finally:
             conn.close()
 
