@@ -224,13 +224,13 @@ def run(progs: list[Program], quick: bool, workdir: Path) -> dict[str, Any]:
 
 def tables(r: dict[str, Any]) -> list[dict[str, Any]]:
     b = r["bytes_level"]
-    rows = [[name, x["median"], x["p95"], x["mean"], f"{min(x['round_medians']):.2f}–{max(x['round_medians']):.2f}",  # noqa: RUF001
+    rows = [[name, x["median"], x["p95"], x["mean"], f"{min(x['round_medians']):.2f}–{max(x['round_medians']):.2f}",
              x["n"]] for name, x in b.items() if name != "flush per access"]  # fmt: skip
     f = b["flush per access"]
     rows.append(["flush, per recorded access", f["median"], f["p95"], f["mean"], "", f["n"]])
     out = [table(
-        f"Store vs diskcache, bytes level ({r['payloads']} payloads of 2–20 KB, {r['rounds']} alternating rounds)",  # noqa: RUF001
-        ["operation", "median µs", "p95 µs", "mean µs", "median per round, min–max", "calls"],  # noqa: RUF001
+        f"Store vs diskcache, bytes level ({r['payloads']} payloads of 2–20 KB, {r['rounds']} alternating rounds)",
+        ["operation", "median µs", "p95 µs", "mean µs", "median per round, min–max", "calls"],
         rows,
         "store.get starts from a freshly opened Store (nothing of ours in memory); its recorded accesses are "
         "written by a batched flush, timed apart. dc_lru = diskcache with eviction_policy='least-recently-used'. "
@@ -246,7 +246,7 @@ def tables(r: dict[str, Any]) -> list[dict[str, Any]]:
         "Front and store latencies, real bytecode by key (µs per call)",
         ["tier", "get median", "get p95", "put median", "put p95"],
         rows,
-        "Ours / peer, median per round (min–max over rounds), lower is better for ours: " + ratios  # noqa: RUF001
+        "Ours / peer, median per round (min–max over rounds), lower is better for ours: " + ratios
         + ". zexus's disk tier returns lossy bytecode (see the codec table).",
         key=True,
     ))

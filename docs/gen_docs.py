@@ -4,7 +4,9 @@ Every ```console block whose lines start with ``$ `` is a transcript: each ``$ C
 bash, from the repository's root, in document order, one fresh cache per document) and the lines
 after it are replaced with what it printed (stdout, then stderr). ``<!-- docs: COMMAND -->``
 comments are set-up steps run in order but not shown. ``/tmp/tour`` in a command stands for the
-document's own scratch directory, and is written back as ``/tmp/tour`` in the output.
+document's own scratch directory, and is written back as ``/tmp/tour`` in the output; paths inside
+the checkout are written relative to it. Masked when checking: times, ages, dates, Unix times and
+measured in-memory sizes (``mem_size``), which differ from one run to the next.
 
     python docs/gen_docs.py            # rewrite the blocks
     python docs/gen_docs.py --check    # exit 1, with a diff, if a block differs from today's output
@@ -38,7 +40,9 @@ _VOLATILE = [
     (re.compile(r"\b\d+(?:\.\d+)?[smhdw] ago\b|\bjust now\b"), "<age>"),
     (re.compile(r"\d+(?:\.\d+)?(?:\s?)(?:ms|µs|us|s)\b"), "<time>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:?\d{2}|Z)?"), "<date>"),
-    (re.compile(r'("(?:[a-z_]*(?:seconds|_s|_at|_ms|time|last_access|last_zeroed)[a-z_]*)":\s*)[-0-9.e]+'), r"\1<n>"),
+    (re.compile(r'("(?:[a-z_]*(?:seconds|_s|_at|_ms|time|last_access|last_zeroed|mem_size)[a-z_]*)":\s*)[-0-9.e]+'),
+     r"\1<n>"),
+    (re.compile(r"\b1[0-9]{9}\.[0-9]+\b"), "<unix time>"),
 ]
 
 
@@ -87,7 +91,8 @@ def run_steps(steps: list[Step]) -> None:
                 ["bash", "-c", step.command.replace(TOUR, tour)],
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
             )
-            output = (done.stdout + done.stderr).replace(tour, TOUR)
+            # The tour's scratch directory reads as /tmp/tour, and the checkout's own path as relative paths.
+            output = (done.stdout + done.stderr).replace(tour, TOUR).replace(f"{ROOT}/", "")
             step.output = "\n".join(line.rstrip() for line in output.rstrip("\n").splitlines())
     finally:
         shutil.rmtree(tour, ignore_errors=True)

@@ -172,3 +172,18 @@ def test_the_layout_checker_sees_a_wrong_import(tmp_path: Path) -> None:
     assert layer_keys is not None and layer_cache is not None
     assert layer_cache > layer_keys
     assert _cycles({"a": {"b"}, "b": {"a"}})
+
+
+@pytest.mark.parametrize("tool", ["ruff", "mypy"])
+def test_ruff_and_mypy_are_clean_with_the_project_config(tool: str) -> None:
+    """`ruff check` (package, tests, bench, migrations) and `mypy` (package) pass with pyproject.toml's config."""
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    command = {
+        "ruff": [sys.executable, "-m", "ruff", "check", "zexus_bcache", "tests", "bench", "migrations", "docs"],
+        "mypy": [sys.executable, "-m", "mypy"],
+    }[tool]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -26,9 +26,10 @@ Bounds (every payload, trusted or not; anything past them is a CodecError, at en
 * hashing: at most ``MAX_COLLISIONS`` keys of one dict or set may share a hash value with another
   (hash flooding); string-keyed dicts are built by the JSON parser, their hashes are salted per process.
 
-So decoding costs time and memory linear in the payload: measured, about 40 bytes of memory per
-decompressed byte at worst, i.e. at most ``MAX_RATIO`` x 40 = 640 bytes per payload byte (see the
-report of issue 16; tests/test_codec.py checks it with tracemalloc).
+So decoding costs time and memory linear in the payload. Measured on the corpus (tracemalloc peak
+of one decode): at most 10.1 bytes of memory per decompressed byte (median 6.5), 86 per payload
+byte; the hostile cases (hash flood, repetition and back-reference bombs) are refused within
+100 MB and without building their values (tests/test_codec.py).
 Format 1 payloads (before the flat instruction layout) are refused as a clean CodecError; the
 compiler fingerprint includes ``FORMAT_VERSION``, so cache rows written by format 1 are misses.
 """

@@ -1,4 +1,5 @@
-"""Shared tier: entries.signature (HMAC of a shared entry), its counters, cache_stats with shared hits (zexus_bcache 0.2.0).
+"""Shared tier: entries.signature (a shared entry's HMAC), its counters, cache_stats with shared hits
+(zexus_bcache 0.2.0).
 
 Revision ID: 0002_entry_signature
 Revises: 0001_initial
