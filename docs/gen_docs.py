@@ -6,7 +6,8 @@ after it are replaced with what it printed (stdout, then stderr). ``<!-- docs: C
 comments are set-up steps run in order but not shown. ``/tmp/tour`` in a command stands for the
 document's own scratch directory, and is written back as ``/tmp/tour`` in the output; paths inside
 the checkout are written relative to it. Masked when checking: times, ages, dates, Unix times and
-measured in-memory sizes (``mem_size``), which differ from one run to the next.
+measured in-memory sizes (``mem_size``) and the database file's size (parallel writers grow it
+differently), which differ from one run to the next.
 
     python docs/gen_docs.py            # rewrite the blocks
     python docs/gen_docs.py --check    # exit 1, with a diff, if a block differs from today's output
@@ -43,6 +44,8 @@ _VOLATILE = [
     (re.compile(r'("(?:[a-z_]*(?:seconds|_s|_at|_ms|time|last_access|last_zeroed|mem_size)[a-z_]*)":\s*)[-0-9.e]+'),
      r"\1<n>"),
     (re.compile(r"\b1[0-9]{9}\.[0-9]+\b"), "<unix time>"),
+    (re.compile(r"((?:in memory \(estimate\)|database file)\s+)[0-9.]+ [KMG]?i?B"), r"\1<size>"),
+    (re.compile(r'("(?:database_bytes|file_bytes|database_file_bytes)":\s*)[0-9]+'), r"\1<n>"),
 ]
 
 

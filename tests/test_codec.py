@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zx_programs import all_programs
 
-from zexus_bcache import cache as cache_module
 from zexus_bcache import codec, pipeline
+from zexus_bcache.cache import core as cache_module
 from zexus_bcache.codec import Bytecode, CodecError
 from zexus_bcache.front import deep_sizeof
 
