@@ -124,6 +124,7 @@ start() {
     done
     if ! as_owner "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres >/dev/null 2>&1 <<EOF
 CREATE ROLE $user LOGIN CREATEDB PASSWORD '$password';
+GRANT pg_signal_backend TO $user;
 CREATE DATABASE $db OWNER $user;
 EOF
     then

@@ -147,7 +147,11 @@ def test_side_effect_functions_are_refused_on_postgresql(pg_url: str, statement:
         with store._backend.engine().connect() as conn:  # nothing was taken: no advisory lock is held
             import sqlalchemy as sa
 
-            held = conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar()
+            # This test's own database only: other tests (other workers) take advisory locks too.
+            held = conn.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )).scalar()
         assert held == 0
 
 
