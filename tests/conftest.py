@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+# Runs of `zexus-bcache run` in tests are in-process: a per-user warm server left running after the
+# suite would outlive it. tests/test_server.py starts its own servers in private runtime directories
+# (it removes this variable from the environments it builds) and stops them.
+os.environ.setdefault("ZEXUS_BCACHE_SERVER", "0")
+
 PG_URL = os.environ.get("ZEXUS_BCACHE_TEST_PG_URL")
 NO_PG = (
     "no PostgreSQL server: set ZEXUS_BCACHE_TEST_PG_URL to a postgresql+psycopg:// URL whose role may"

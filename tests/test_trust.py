@@ -59,7 +59,7 @@ def _plant(db: Path, victim: Path) -> None:
 
 def _run(file: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ZEXUS_BCACHE_")}
-    environ.update(env)
+    environ.update(ZEXUS_BCACHE_SERVER="0", **env)  # in-process: no warm server outlives the test
     return subprocess.run(
         [sys.executable, "-m", "zexus_bcache", "run", str(file)],
         cwd=cwd, env=environ, capture_output=True, text=True, timeout=120,
