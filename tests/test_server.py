@@ -351,7 +351,11 @@ def test_a_stale_server_on_our_socket_is_refused_and_stops(env: dict[str, str]) 
             time.sleep(0.1)
         assert sock.exists()
         want = outcome(in_process([prog], env))
-        assert outcome(client(["run", prog], env)) == want  # in-process, without a warning
+        code, out, err = outcome(client(["run", prog], env))
+        assert (code, out) == want[:2]  # run in-process, the same program
+        # Without a warning, unless the stale server stopped before it could answer (a race on a
+        # loaded machine): then the one warning a server failure gives.
+        assert err == want[2] or (err.count("\n") == 1 and err.startswith("warning: zexus_bcache: server:")), err
         assert stale.wait(timeout=30) == 0  # it knows it is no use here and stops
     finally:
         if stale.poll() is None:

@@ -150,6 +150,8 @@ class Session:
             self.server_pidfd = -1  # gone already: the exchange below says so
         try:
             self._send(paths, args)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may have answered (a stale server refuses) before reading it all: _wait says
         except OSError as exc:
             warn(f"cannot send the run to the server: {exc}")
             return None
