@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,19 @@ def open_descriptors(path: Path) -> int:
         except OSError:
             pass
     return count
+
+
+def json_results(children: list[subprocess.Popen[str]], timeout: float) -> list[Any]:
+    """The last stdout line of each child as JSON, once each exited 0; any still running is killed."""
+    results = []
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=timeout)
+            assert child.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return results

@@ -6,22 +6,19 @@ Each test gets a fresh database (conftest.py); without ZEXUS_BCACHE_TEST_PG_URL 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import as_json, clean_error, ok
+from cli_helpers import PROGRAMS, as_json, clean_error, ok
 from cli_helpers import invoke as invoke_cli
 from click.testing import Result
-from zx_programs import CORPUS_DIR
 
 from zexus_bcache import store
 from zexus_bcache.cache import BytecodeCache
 from zexus_bcache.shared import verify
 from zexus_bcache.store import Store
 
-PROGRAMS = ["01_recursion_factorial.zx", "03_recursion_ackermann.zx", "06_actions_params_returns.zx"]
 KEY = "cli-test-key-0123456789abcdef"
 
 
@@ -42,13 +39,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZEXUS_BCACHE_SHARED_KEY", KEY)
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".zexus").mkdir()
-
-
-@pytest.fixture
-def sources(tmp_path: Path) -> list[Path]:
-    directory = tmp_path / "src"
-    directory.mkdir()
-    return [Path(shutil.copy(CORPUS_DIR / name, directory / name)) for name in PROGRAMS]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
+from store_helpers import json_results
 
 import zexus_bcache
 from zexus_bcache import constants
@@ -296,17 +296,7 @@ def test_eight_processes_opening_a_fresh_database_migrate_it_once(location: str)
         )
         for _ in range(8)
     ]
-    results = []
-    try:
-        for child in children:
-            out, err = child.communicate(timeout=90)
-            assert child.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+    results = json_results(children, timeout=90)
     assert all(r["ok"] for r in results), results
     assert [r["revision"] for r in results] == [head_revision()] * 8
     assert sum(r["migrated"] for r in results) == 1, results

@@ -165,6 +165,14 @@ def _children(pid: int) -> set[int]:
         return set()
 
 
+def _forked(pid: int, timeout: float = 60.0) -> set[int]:
+    """The server's children once it has forked one for a run (empty if it did not within timeout)."""
+    deadline = time.monotonic() + timeout
+    while not _children(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _children(pid)
+
+
 def test_ctrl_c_kills_the_child_and_exits_130(env: dict[str, str], tmp_path: Path) -> None:
     prog = tmp_path / "forever.zx"
     prog.write_text("let i = 0\nwhile (true) {\n  i = i + 1\n}\n", encoding="utf-8")
@@ -172,10 +180,7 @@ def test_ctrl_c_kills_the_child_and_exits_130(env: dict[str, str], tmp_path: Pat
     proc = subprocess.Popen([sys.executable, "-m", "zexus_bcache.client", "run", str(prog)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not _children(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        children = _children(pid)
+        children = _forked(pid)
         assert children, "the server never forked a child for the run"
         time.sleep(0.3)  # into the loop
         proc.send_signal(signal.SIGINT)
@@ -210,10 +215,7 @@ def test_sigterm_to_the_client_ends_the_run_as_it_would_end_in_process(env: dict
     proc = subprocess.Popen([sys.executable, "-m", "zexus_bcache.client", "run", str(prog)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not _children(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        children = _children(pid)
+        children = _forked(pid)
         assert children
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -262,10 +264,7 @@ def test_a_client_killed_outright_takes_its_run_with_it(env: dict[str, str], tmp
     pid = int(started(env)["pid"])
     proc = subprocess.Popen([sys.executable, "-m", "zexus_bcache.client", "run", str(prog)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not _children(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    children = _children(pid)
+    children = _forked(pid)
     assert children
     proc.kill()
     proc.wait(timeout=10)
@@ -302,10 +301,7 @@ def test_runs_outlive_a_killed_server_and_its_lock(env: dict[str, str], tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "zexus_bcache.client", "run", str(prog)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not _children(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        children = _children(pid)
+        children = _forked(pid)
         assert children
         os.kill(pid, signal.SIGKILL)
         # The running child does not hold the server's lock: the next run sees a dead server and starts one.

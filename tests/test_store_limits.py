@@ -5,7 +5,6 @@ The dialect-neutral tests run on SQLite and, given a server, on PostgreSQL (see 
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 
 import pytest
 from store_fixtures import location_fixture, store_fixture  # noqa: F401
-from store_helpers import NO_FLUSH, meta, set_access, sql
+from store_helpers import NO_FLUSH, json_results, meta, set_access, sql
 
 from zexus_bcache.errors import StoreError
 from zexus_bcache.store import Store, checksum
@@ -160,17 +159,7 @@ def test_two_processes_putting_at_once_leave_exactly_max_entries(location: str) 
         )
         for name in ("one", "two")
     ]
-    try:
-        results = []
-        for child in children:
-            out, err = child.communicate(timeout=120)
-            assert child.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+    results = json_results(children, timeout=120)
     assert [r["worst"] for r in results] == [4, 4]  # never more than the limit after a put returned
     with Store(location) as store:
         assert store.count() == 4 == scanned(store)[0]
