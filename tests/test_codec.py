@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -406,6 +407,19 @@ def test_encode_measured_is_encode_deep_sizeof_and_shape_in_one_walk(name: str, 
     both = codec.encode_measured(pair)
     assert (both.payload, both.mem_size) == (codec.encode(pair), deep_sizeof(pair))
     assert (both.n_instructions, both.n_constants) == cache_module._shape(pair)
+
+
+def test_measured_size_with_shared_instruction_tuples_and_custom_opcodes() -> None:
+    """The size pass counts instruction pairs apart: a pair met twice, or also as a constant, once."""
+    bytecode = copy.deepcopy(max(COMPILED, key=lambda c: len(c[1].instructions))[1])
+    first = bytecode.instructions[0]
+    bytecode.instructions += [first, ("CUSTOM_OP", 7), first]
+    bytecode.constants.append(first)
+    measured = codec.encode_measured(bytecode)
+    assert measured.mem_size == deep_sizeof(bytecode)
+    decoded = codec.decode(measured.payload)
+    assert_same(bytecode, decoded)
+    assert decoded.instructions[-2] == ("CUSTOM_OP", 7)
 
 
 def test_format_1_payloads_are_refused_cleanly() -> None:

@@ -18,6 +18,7 @@ MAX_DEPTH = 400
 # inserting them would cost O(n^2) comparisons (hash flooding), so the payload is refused.
 MAX_COLLISIONS = 32
 _BIG_INT = 1 << 63
+_BIG = _BIG_INT
 # Opcode v is the character chr(v + 32): printable for the common opcodes, one JSON token for all.
 _OP_SHIFT = 32
 _CUSTOM_OP = chr(_OP_SHIFT)  # an instruction whose opcode is not an Opcode member (listed apart)
@@ -63,7 +64,10 @@ _OP_OF_CHAR[_CUSTOM_OP] = None
 _OP_VALUE = attrgetter("_value_")  # a plain attribute: Opcode.value is a Python-level property
 _SHAREABLE = frozenset("LdDSNB")
 _UNSHAREABLE: list[Any] = ["!"]
+_PLAIN = frozenset((str, type(None), bool, int))  # JSON as they are (ints only below _BIG_INT)
+_CUSTOM_CODE = ord(_CUSTOM_OP) - _OP_SHIFT  # _OPCHAR[_CUSTOM_CODE] == _CUSTOM_OP
 _getsizeof = sys.getsizeof
+_PAIR_SIZE = sys.getsizeof((None, None))
 
 
 def _too_deep() -> CodecError:
@@ -84,29 +88,27 @@ class Encoder:
         self.open: set[int] = set()
         self.next_ref = 0
         self.in_set = 0
-        self.seen: set[int] = set(SHARED_IDS)
-        self.size = 0
+        # Every object met, repeats included; measured once at the end (size), in C loops: a
+        # per-object id/set/getsizeof step in the walk cost more than the walk itself.
+        self.met: list[Any] = []
+        self._count = self.met.append
+        self._count_all = self.met.extend
+        self.pairs: list[tuple[Any, Any]] = []  # instructions: 2-tuples, all of one size
 
-    def _count(self, v: Any) -> None:
-        i = id(v)
-        if i not in self.seen:
-            self.seen.add(i)
-            if type(v) not in _ENUM_NAME:  # enum members are shared by every program
-                self.size += _getsizeof(v)
-
-    def _count_all(self, xs: Any) -> None:
-        """_count for every member, in C loops when no member is an enum."""
-        if not xs:
-            return
-        if not set(map(type, xs)).isdisjoint(_ENUM_NAME):
-            for x in xs:
-                self._count(x)
-            return
-        by_id = dict(zip(map(id, xs), xs, strict=True))
-        new = by_id.keys() - self.seen
-        if new:
-            self.seen.update(new)
-            self.size += sum(map(_getsizeof, map(by_id.__getitem__, new)))
+    @property
+    def size(self) -> int:
+        """What ``front.deep_sizeof`` measures of the value: each object met once, shared ones not counted."""
+        by_id = dict(zip(map(id, self.met), self.met, strict=True))
+        pair_ids = set(map(id, self.pairs))
+        if not pair_ids.isdisjoint(by_id):  # an instruction tuple met elsewhere too (never seen)
+            by_id.update(zip(map(id, self.pairs), self.pairs, strict=True))
+            pair_ids.clear()
+        for i in SHARED_IDS.intersection(by_id):
+            del by_id[i]
+        objs: Any = by_id.values()
+        if not set(map(type, objs)).isdisjoint(_ENUM_NAME):  # enum members are shared by every program
+            objs = [o for o in objs if type(o) not in _ENUM_NAME]
+        return sum(map(_getsizeof, objs)) + len(pair_ids) * _PAIR_SIZE
 
     def _shared(self, v: Any, depth: int) -> list[Any] | None:
         """The back-reference for an object met before, else None (the caller remembers it)."""
@@ -217,17 +219,15 @@ class Encoder:
     def _flat(self, xs: Any, depth: int) -> tuple[list[Any], list[int]]:
         """Members encoded, and the indices of those that are tagged arrays (the decoder patches only those)."""
         self._count_all(xs)
-        out: list[Any] = []
+        out = list(xs)
+        # Most members are JSON as they are: only the others go through value(), found in one pass.
+        others = [i for i, x in enumerate(xs) if type(x) not in _PLAIN or (type(x) is int and not -_BIG < x < _BIG)]
         fix: list[int] = []
-        for i, x in enumerate(xs):
-            t = type(x)
-            if t is str or x is None or t is bool or (t is int and -_BIG_INT < x < _BIG_INT):
-                out.append(x)
-            else:
-                e = self.value(x, depth)
-                if type(e) is list:
-                    fix.append(i)
-                out.append(e)
+        for i in others:
+            e = self.value(xs[i], depth)
+            if type(e) is list:
+                fix.append(i)
+            out[i] = e
         return out, fix
 
     def bytecode(self, bc: Any, depth: int) -> list[Any]:
@@ -254,16 +254,19 @@ class Encoder:
         if instructions and (set(map(type, instructions)) != {tuple} or set(map(len, instructions)) != {2}):
             bad = next(i for i in instructions if type(i) is not tuple or len(i) != 2)
             raise CodecError(f"instruction {bad!r} is not an (opcode, operand) pair")
-        self._count_all(instructions)
+        self.pairs += instructions
         ops, operands = zip(*instructions, strict=True) if instructions else ((), ())
         custom: list[Any] = []
+        # An Opcode is an IntEnum: it indexes _OPCHAR by its value, in a C loop.
         if set(map(type, ops)) <= {_Opcode}:
-            chars = "".join(map(_OPCHAR.__getitem__, map(_OP_VALUE, ops)))
+            chars = "".join(map(_OPCHAR.__getitem__, ops))
         else:
-            chars = "".join(_OPCHAR[op.value] if type(op) is _Opcode else _CUSTOM_OP for op in ops)
+            codes = list(ops)
             for i, op in enumerate(ops):
                 if type(op) is not _Opcode:
                     custom += [i, self.value(op, depth + 2)]
+                    codes[i] = _CUSTOM_CODE
+            chars = "".join(map(_OPCHAR.__getitem__, codes))
         out += [chars, *self._flat(operands, depth + 2), custom, *self._flat(constants, depth + 2)]
         out += [self.value(attrs[f], depth + 1) for f in _BYTECODE_FIELDS[2:]]
         extras = {k: x for k, x in attrs.items() if k not in _BYTECODE_FIELDS}
