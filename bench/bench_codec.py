@@ -121,7 +121,7 @@ def run(progs: list[Program], quick: bool, workdir: Path) -> dict[str, Any]:
 
     progress(f"codec: fidelity runs ({len(progs)} programs x 4 processes)")
     result["fidelity"] = fidelity(progs, blobs, workdir)
-    n_fuzz = 1500 if quick else 50_000
+    n_fuzz = 1500 if quick else 100_000
     progress(f"codec: fuzzing decode with {n_fuzz} mutated blobs")
     result["fuzz"] = fuzz_codec.run([p.blob for p in progs], n_fuzz, seed=1)
     result["tables"] = tables(result)
