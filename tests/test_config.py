@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,19 @@ def test_store_setting_and_apply(project: Path, monkeypatch: pytest.MonkeyPatch)
     settings = config.resolve()
     assert config.apply_settings(store, settings) == {"max_entries": 7} and store.settings["max_entries"] == 7
     assert config.overridden(settings, "max_entries") is not None and config.overridden(settings, "policy") is None
+
+
+def test_resolving_without_a_config_file_stays_light(project: Path) -> None:
+    # Every run resolves its settings: tomllib (~3 ms) only when there is a file to read, difflib
+    # only for a misspelt name. A new process, since this one may have imported them already.
+    script = (
+        "import sys\n"
+        "from zexus_bcache import config\n"
+        "assert config.resolve()['path'].source == 'default'\n"
+        "print(sorted(m for m in ('tomllib', 'difflib', 'dataclasses') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=project, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    (project / ".zexus" / "bcache.toml").write_text("max_bytes = '1M'\n")
+    assert config.resolve()["max_bytes"].value == 1024**2  # and with a file, it is read

@@ -24,13 +24,10 @@ database, so that every process using it enforces the same ones.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,27 +71,49 @@ _DEFAULTS: dict[str, Any] = {
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+# Patterns, not compiled regexes: compiling them costs ~1 ms at import, on every run's path; the re
+# module compiles (and caches) each one on its first use, which a run usually never makes.
+_SIZE = r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?"
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^@/?#]*@")
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)"
+_URL_PASSWORD = r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^@/?#]*@"
 
 
-@dataclass(frozen=True)
 class Setting:
-    """One effective setting: its typed value, which source gave it, and where exactly (origin)."""
+    """One effective setting: its typed value, which source gave it, and where exactly (origin); read-only.
 
-    name: str
-    value: Any
-    source: str
-    origin: str = ""
+    A plain class, not a dataclass: every run resolves its settings, and defining a frozen dataclass
+    costs ~2 ms there.
+    """
+
+    __slots__ = ("name", "origin", "source", "value")
+
+    def __init__(self, name: str, value: Any, source: str, origin: str = "") -> None:
+        self.name = name
+        self.value = value
+        self.source = source
+        self.origin = origin
+
+    def _fields(self) -> tuple[str, Any, str, str]:
+        return (self.name, self.value, self.source, self.origin)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Setting):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Setting(name={self.name!r}, value={self.value!r}, source={self.source!r}, origin={self.origin!r})"
 
 
 def parse_size(value: object) -> int:
     """Bytes from 1048576, "512K", "10MB", "1.5GiB" (units are powers of 1024); raise ConfigError."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    match = _SIZE.fullmatch(str(value).strip()) if isinstance(value, (str, float)) else None
+    match = re.fullmatch(_SIZE, str(value).strip(), re.IGNORECASE) if isinstance(value, (str, float)) else None
     if match is None:
         raise ConfigError(f"not a size: {value!r} (use bytes, or a number with K, M, G or T, e.g. 512K or 10MB)")
     number, unit = match.groups()
@@ -104,7 +123,7 @@ def parse_size(value: object) -> int:
 def parse_duration(value: object) -> float:
     """Seconds from "90s", "45m", "12h", "30d", "2w", "1h30m" or a plain number of seconds; raise ConfigError."""
     text = str(value).strip()
-    parts = list(_DURATION_PART.finditer(text))
+    parts = list(re.finditer(_DURATION_PART, text, re.IGNORECASE))
     spelled = "".join(p.group(0) for p in parts).replace(" ", "") == text.replace(" ", "")
     if not text or not spelled or (len(parts) > 1 and not all(p.group(2) for p in parts)):
         raise ConfigError(f"not a duration: {value!r} (use e.g. 90s, 45m, 12h, 30d or 2w)")
@@ -207,6 +226,8 @@ def parse_setting(name: str, raw: Any, base: str | os.PathLike[str] | None = Non
 
 
 def _did_you_mean(name: str) -> str:
+    import difflib  # only for a misspelt setting: ~1 ms to import on every run otherwise
+
     close = difflib.get_close_matches(name, NAMES, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -222,7 +243,7 @@ def display(name: str, value: Any) -> Any:
 
 def mask_url(text: str) -> str:
     """A URL with its password replaced by ***: postgresql://user:***@host/db."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
+    return re.sub(_URL_PASSWORD, r"\1***@", text)
 
 
 # -- where settings come from --------------------------------------------------------------------
@@ -251,10 +272,17 @@ def read_config_file(path: Path, *, strict: bool = True) -> dict[str, Any]:
         _warn_once(refusal + "; ignoring it")
         return {}
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        f = path.open("rb")
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    except OSError as exc:
+        _problem(f"{path}: cannot read the config file: {exc}", strict, "ignoring the file")
+        return {}
+    import tomllib  # only once a config file is open: ~3 ms to import, on the path of every run without one
+
+    try:
+        with f:
+            data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         _problem(f"{path}: cannot read the config file: {exc}", strict, "ignoring the file")
         return {}
@@ -305,7 +333,8 @@ def resolve(
     environ = os.environ if environ is None else environ
     start = _start_directory(start)
     given = {name: value for name, value in (command_line or {}).items() if value is not None}
-    file = config_file(start)
+    root = project_root(start)  # found once: the config file's place and the default path's
+    file = root / CACHE_DIR_NAME / CONFIG_NAME
     from_file = read_config_file(file, strict=strict)
     out: dict[str, Setting] = {}
     for name in NAMES:
@@ -323,7 +352,7 @@ def resolve(
         if name in from_file:
             out[name] = Setting(name, from_file[name], "config file", str(file))
         elif name == "path":
-            out[name] = Setting(name, project_root(start) / CACHE_DIR_NAME / DB_NAME, "default")
+            out[name] = Setting(name, root / CACHE_DIR_NAME / DB_NAME, "default")
         else:
             out[name] = Setting(name, _DEFAULTS[name], "default")
     stored = database(out["path"].value) if database is not None else None

@@ -18,14 +18,25 @@ import time
 import traceback
 from typing import Any
 
-from . import pipeline, render
+from . import pipeline
 from .runner_args import RunArgs
 from .runner_cache import CacheSession, setup_logging
 
 STDIN_NAME = "/dev/stdin"  # FILE "-" is read from fd 0 and named as `zx run /dev/stdin` names it
 
 
-_Console = render.LazyConsole
+class _Console:
+    """zx's console for a run (render.LazyConsole), made on zx's first message: most runs have none, and
+    importing render costs ~2 ms (csv, its dataclass) on every run's path."""
+
+    _console: Any = None
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if self._console is None:
+            from .render import LazyConsole  # on zx's first message only (see the class docstring)
+
+            self._console = LazyConsole()
+        self._console.print(*objects, **kwargs)
 
 
 def load_zexus() -> Any:
