@@ -171,12 +171,18 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     # The executor has no public way to end running tasks: its worker processes are a private
     # attribute, taken before shutdown() drops it. SQLite stays consistent when a writer dies.
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join(timeout=5)
+    # Its manager thread closes the pool's wake-up pipe once it sees the workers gone. Let it end
+    # here: at exit, Python 3.11's concurrent.futures writes to that pipe, and a close racing the
+    # write prints "Exception ignored ... Bad file descriptor" after our summary.
+    if manager is not None:
+        manager.join(timeout=5)
 
 
 # -- in a worker (or in this process with -j 1) ----------------------------------------------------
