@@ -8,7 +8,7 @@ import json
 import math
 import struct
 import sys
-from operator import attrgetter, countOf
+from operator import countOf
 from typing import Any
 
 from .errors import CodecError
@@ -18,7 +18,6 @@ MAX_DEPTH = 400
 # inserting them would cost O(n^2) comparisons (hash flooding), so the payload is refused.
 MAX_COLLISIONS = 32
 _BIG_INT = 1 << 63
-_BIG = _BIG_INT
 # Opcode v is the character chr(v + 32): printable for the common opcodes, one JSON token for all.
 _OP_SHIFT = 32
 _CUSTOM_OP = chr(_OP_SHIFT)  # an instruction whose opcode is not an Opcode member (listed apart)
@@ -61,7 +60,6 @@ _BYTECODE_FIELDS = ("instructions", "constants", "metadata", "names", "labels")
 _OPCHAR = [chr(v + _OP_SHIFT) for v in range(max(_OPCODES) + 1)]
 _OP_OF_CHAR: dict[str, Any] = {chr(v + _OP_SHIFT): m for v, m in _OPCODES.items()}
 _OP_OF_CHAR[_CUSTOM_OP] = None
-_OP_VALUE = attrgetter("_value_")  # a plain attribute: Opcode.value is a Python-level property
 _SHAREABLE = frozenset("LdDSNB")
 _UNSHAREABLE: list[Any] = ["!"]
 _PLAIN = frozenset((str, type(None), bool, int))  # JSON as they are (ints only below _BIG_INT)
@@ -221,7 +219,9 @@ class Encoder:
         self._count_all(xs)
         out = list(xs)
         # Most members are JSON as they are: only the others go through value(), found in one pass.
-        others = [i for i, x in enumerate(xs) if type(x) not in _PLAIN or (type(x) is int and not -_BIG < x < _BIG)]
+        others = [
+            i for i, x in enumerate(xs) if type(x) not in _PLAIN or (type(x) is int and not -_BIG_INT < x < _BIG_INT)
+        ]
         fix: list[int] = []
         for i in others:
             e = self.value(xs[i], depth)
