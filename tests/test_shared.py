@@ -293,7 +293,10 @@ def test_a_dead_server_costs_one_bounded_wait_then_nothing(
         t0 = time.monotonic()
         assert cache.compile_source_report(source).tier is None
         waits.append(time.monotonic() - t0)
-    assert max(waits) < 0.5  # the breaker is open: compiling only, no network
+    # The breaker is open: compiling only, no network. A lookup that waited on the server would
+    # take get_timeout at least (the blackhole); a compile takes ~30 ms, but a busy machine has
+    # stretched one to 0.63 s, so the bound is the wait itself, and the error count says the rest.
+    assert max(waits) < options["get_timeout"]
     t0 = time.monotonic()
     cache.close()
     assert time.monotonic() - t0 < 2.0
