@@ -314,10 +314,10 @@ def test_a_corrupt_payload_is_a_miss_and_is_deleted(db: Path) -> None:
         cache.put(program, bc)
         key = cache.key_for(program)
     with sqlite3.connect(db) as conn:
-        query = "SELECT payload FROM blobs JOIN entries USING (checksum) WHERE key = ?"
+        query = "SELECT payload FROM entries WHERE key = ?"
         payload = bytearray(conn.execute(query, (key,)).fetchone()[0])
         payload[-3] ^= 0xFF
-        update = "UPDATE blobs SET payload = ? WHERE checksum = (SELECT checksum FROM entries WHERE key = ?)"
+        update = "UPDATE entries SET payload = ? WHERE key = ?"
         conn.execute(update, (bytes(payload), key))
     conn.close()
     with BytecodeCache(path=db) as cache:

@@ -290,7 +290,7 @@ def test_sql_tsv_nl_and_wording(db: Path) -> None:
 
 def test_tables_and_schema(db: Path) -> None:
     found = {row["name"]: row for row in as_json(invoke(db, "tables", "--json"))}
-    assert set(found) == {"entries", "blobs", "counters", "settings", "totals", "entry_summary", "cache_stats"}
+    assert set(found) == {"entries", "counters", "settings", "totals", "entry_summary", "cache_stats"}
     assert found["entries"]["rows"] == 4 and found["cache_stats"]["type"] == "view"
     described = as_json(invoke(db, "schema", "entries", "cache_stats", "--json"))
     assert [d["name"] for d in described] == ["entries", "cache_stats"]

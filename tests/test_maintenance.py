@@ -58,7 +58,7 @@ def test_diagnose_reports_progress_and_a_healthy_cache(cache_db: tuple[Path, Pat
     path, _ = cache_db
     calls: list[tuple[int, int | None]] = []
     found = maintenance.diagnose(path, lambda done, total: calls.append((done, total)))
-    assert found.problems == 0 and [c["check"] for c in found.checks] == ["schema", "integrity", "payloads", "orphans"]
+    assert found.problems == 0 and [c["check"] for c in found.checks] == ["schema", "integrity", "payloads"]
     assert calls[0] == (0, 1) and calls[-1] == (1, 1)
 
 
@@ -80,7 +80,7 @@ def test_repair_says_chmod_for_a_healthy_world_writable_cache(cache_db: tuple[Pa
     found = maintenance.diagnose(path)
     assert found.untrusted and not found.broken and found.problems == 1
     assert [c["check"] for c in found.checks if not c["ok"]] == ["trust"]
-    assert {c["check"] for c in found.checks if c["ok"]} == {"schema", "integrity", "payloads", "orphans"}
+    assert {c["check"] for c in found.checks if c["ok"]} == {"schema", "integrity", "payloads"}
     done = maintenance.repair(path, found)
     assert len(done) == 1 and "chmod go-w" in done[0] and done[0].startswith("not repaired")
     assert path.exists() and not list(path.parent.glob("*.broken-*"))
@@ -93,13 +93,13 @@ def test_repair_says_chmod_for_a_healthy_world_writable_cache(cache_db: tuple[Pa
 def test_repair_removes_damaged_payloads(cache_db: tuple[Path, Path]) -> None:
     path, _ = cache_db
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE blobs SET payload = x'00'")
+        conn.execute("UPDATE entries SET payload = x'00'")
     conn.close()
+    with Store(path, read_only=True) as store:
+        keys = store.keys()
     found = maintenance.diagnose(path)
-    assert found.bad_blobs and not found.broken
-    assert maintenance.repair(path, found) == [
-        "removed 1 entry with damaged or missing payloads, and 1 damaged or unused blob"
-    ]
+    assert list(found.bad_payloads) == keys and len(keys) == 1 and not found.broken
+    assert maintenance.repair(path, found) == ["removed 1 entry with a damaged payload"]
     assert maintenance.diagnose(path).problems == 0
 
 

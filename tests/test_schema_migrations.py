@@ -411,8 +411,9 @@ def test_0002_database_with_data_upgrades_to_0003_with_its_totals_and_back(locat
         assert {c for (c,) in conn.exec_driver_sql("SELECT checksum FROM entries")} == {sha256_128}
         indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("entries")}
         assert indexes == {"ix_entries_checksum", "ix_entries_last_access"}
+    migrate(engine, "upgrade", "head")
     engine.dispose()
-    with Store(location) as store:  # at head already: the totals the migration seeded, kept by the triggers
+    with Store(location) as store:  # at head: the totals the migrations seeded, kept by the triggers
         assert not store.migrated and store.totals() == (3, 23)
         store.set_setting("max_entries", 2)
         assert store.put("k4", b"four", **PUT) == ["k1", "k2"]  # the oldest go in the put's transaction
@@ -427,4 +428,55 @@ def test_0002_database_with_data_upgrades_to_0003_with_its_totals_and_back(locat
         assert "totals" not in inspector.get_table_names()
         restored = {"ix_entries_fingerprint", "ix_entries_source_path"}
         assert {ix["name"] for ix in inspector.get_indexes("entries")} >= restored
+    engine.dispose()
+
+
+def test_0003_database_upgrades_to_inline_payloads_and_back(location: str, engine: sa.Engine) -> None:
+    migrate(engine, "upgrade", "0003_entry_totals")
+    shared, alone = checksum(b"shared"), checksum(b"alone")
+    with engine.begin() as conn:
+        for digest, payload in ((shared, b"shared"), (alone, b"alone")):
+            conn.execute(sa.text("INSERT INTO blobs (checksum, payload) VALUES (:c, :p)"), {"c": digest, "p": payload})
+        for key, digest, size in (("a", shared, 6), ("b", shared, 6), ("c", alone, 5), ("lost", "0" * 32, 9)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO entries (key, kind, fingerprint, codec_version, checksum, payload_size,"
+                    " n_instructions, n_constants, created_at, last_access, access_count)"
+                    " VALUES (:k, 'source', 'fp', 1, :c, :s, 1, 1, 1.0, 2.0, 3)"
+                ),
+                {"k": key, "c": digest, "s": size},
+            )
+    migrate(engine, "upgrade", "0004_inline_payload")
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT key, checksum, payload, access_count FROM entries ORDER BY key").all()
+        # Each entry carries its blob's bytes; one whose blob was missing could never be served: gone.
+        assert [(k, c, bytes(p), n) for k, c, p, n in rows] == [
+            ("a", shared, b"shared", 3), ("b", shared, b"shared", 3), ("c", alone, b"alone", 3)
+        ]
+        assert tuple(conn.exec_driver_sql("SELECT n_entries, total_bytes FROM totals").one()) == (3, 17)
+        inspector = sa.inspect(conn)
+        assert "blobs" not in inspector.get_table_names()
+        assert {ix["name"] for ix in inspector.get_indexes("entries")} == {"ix_entries_last_access"}
+        assert set(schema.VIEWS) <= set(inspector.get_view_names())
+    engine.dispose()
+    with Store(location) as store:
+        assert store.get("b") is not None and store.get("b").payload == b"shared"  # type: ignore[union-attr]
+        assert store.delete("a") and store.totals() == (2, 11)
+        cols, rows = store.query("SELECT entries, total_bytes FROM cache_stats")
+        assert rows == [(2, 11)]
+    migrate(engine, "downgrade", "0003_entry_totals")
+    with engine.begin() as conn:
+        blobs = conn.exec_driver_sql("SELECT checksum, payload FROM blobs ORDER BY checksum").all()
+        assert [(c, bytes(p)) for c, p in blobs] == sorted([(shared, b"shared"), (alone, b"alone")])
+        assert {ix["name"] for ix in sa.inspect(conn).get_indexes("entries")} == {
+            "ix_entries_checksum", "ix_entries_last_access"
+        }
+        conn.exec_driver_sql("DELETE FROM entries WHERE key = 'c'")  # the orphan trigger is back
+        assert conn.exec_driver_sql("SELECT checksum FROM blobs").all() == [(shared,)]
+        assert tuple(conn.exec_driver_sql("SELECT n_entries, total_bytes FROM totals").one()) == (1, 6)
+    if "://" not in location:
+        raw = sqlite3.connect(location)
+        (ddl,) = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'entries'").fetchone()
+        raw.close()
+        assert "WITHOUT ROWID" in ddl
     engine.dispose()

@@ -56,8 +56,9 @@ def server_rows(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]
 def snapshot(url: str) -> dict[str, Any]:
     """Everything a client could have written on the server."""
     return {
-        "entries": server_rows(url, "SELECT key, checksum, signature, last_access, access_count FROM entries ORDER BY key"),
-        "blobs": server_rows(url, "SELECT checksum, md5(payload) FROM blobs ORDER BY checksum"),
+        "entries": server_rows(
+            url, "SELECT key, checksum, md5(payload), signature, last_access, access_count FROM entries ORDER BY key"
+        ),
         "counters": server_rows(url, "SELECT name, value FROM counters ORDER BY name"),
         "settings": server_rows(url, "SELECT name, value FROM settings ORDER BY name"),
     }
@@ -135,12 +136,12 @@ def test_a_payload_failing_its_hmac_is_a_miss_counted_and_never_decoded(
     url, keys = filled
     first, second = keys[0], keys[1]
     (c1,), (c2,) = (server_rows(url, "SELECT checksum FROM entries WHERE key = :k", k=k)[0] for k in (first, second))
-    other_payload = server_rows(url, "SELECT payload FROM blobs WHERE checksum = :c", c=c2)[0][0]
+    other_payload = server_rows(url, "SELECT payload FROM entries WHERE key = :k", k=second)[0][0]
     key = KEY
     if how == "altered payload":  # valid bytecode of another program, under the first's checksum
-        server_rows(url, "UPDATE blobs SET payload = :p WHERE checksum = :c", p=other_payload, c=c1)
-    elif how == "payload swapped between keys":  # the first key now points at the second's blob
-        server_rows(url, "UPDATE entries SET checksum = :c WHERE key = :k", c=c2, k=first)
+        server_rows(url, "UPDATE entries SET payload = :p WHERE key = :k", p=other_payload, k=first)
+    elif how == "payload swapped between keys":  # the first key now holds the second's payload and checksum
+        server_rows(url, "UPDATE entries SET payload = :p, checksum = :c WHERE key = :k", p=other_payload, c=c2, k=first)
     elif how == "no signature":
         server_rows(url, "UPDATE entries SET signature = NULL WHERE key = :k", k=first)
     else:
@@ -419,9 +420,8 @@ def test_an_oversized_payload_is_refused_before_it_is_downloaded(
     tmp_path: Path, filled: tuple[str, list[str]], decodes: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     url, keys = filled
-    (checksum,) = server_rows(url, "SELECT checksum FROM entries WHERE key = :k", k=keys[0])[0]
     huge = os.urandom(1024) * (20 * 1024)  # 20 MiB swapped in on the server
-    server_rows(url, "UPDATE blobs SET payload = :p WHERE checksum = :c", p=huge, c=checksum)
+    server_rows(url, "UPDATE entries SET payload = :p WHERE key = :k", p=huge, k=keys[0])
     with Store(url) as raw:  # what the tier asks: the size, not the payload
         entry, size = raw.get_limited(keys[0], 16 * 1024 * 1024)
         assert entry is None and size == len(huge)

@@ -1,7 +1,7 @@
 """One flipped bit in the database file never runs another program (issue 16 item 2).
 
 A real cache of distinct real programs; each trial flips one random bit of the database file
-(a third anywhere, the rest in the cells of the blobs index and the entries table, where a flip
+(a third anywhere, the rest in the cells of the key index and the entries table, where a flip
 can lead a key to another entry's valid payload), then looks up every key in a fresh cache.
 A hit must be exactly the bytecode put under that key; a miss or an error is fine.
 """
@@ -23,14 +23,14 @@ PROGRAMS = 40
 
 
 def _cell_ranges(db: Path) -> list[tuple[int, int]]:
-    """(start, end) file offsets of the cell content of the blobs index and entries pages."""
+    """(start, end) file offsets of the cell content of the key index and entries pages."""
     conn = sqlite3.connect(db)
     try:
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
         pages = [
             row[0]
             for row in conn.execute(
-                "SELECT pageno FROM dbstat WHERE name IN ('sqlite_autoindex_blobs_1', 'entries') AND pagetype = 'leaf'"
+                "SELECT pageno FROM dbstat WHERE name IN ('sqlite_autoindex_entries_1', 'entries') AND pagetype = 'leaf'"
             )
         ]
     finally:

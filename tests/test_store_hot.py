@@ -54,21 +54,22 @@ def test_put_replaces_and_accepts_bytes_like(store: Store) -> None:
     info = store.info("k")
     assert info is not None and info["created_at"] == created and info["payload_size"] == 4
     assert store.count() == 1 and store.total_bytes() == 4
-    assert sql(store, "SELECT count(*) FROM blobs") == [(1,)]  # the old payload went with the old checksum
+    assert [(bytes(p), c) for p, c in sql(store, "SELECT payload, checksum FROM entries")] == [(b"two!", checksum(b"two!"))]
 
 
-def test_identical_payloads_are_stored_once(store: Store) -> None:
+def test_each_entry_holds_its_own_payload(store: Store) -> None:
     store.put("a", b"same bytes", **meta(kind="ast"))
     store.put("b", b"same bytes", **meta(kind="source"))
     store.put("c", b"other", **meta(kind="file"))
-    assert sql(store, "SELECT count(*) FROM blobs") == [(2,)]
-    assert store.total_bytes() == 10 + 10 + 5  # logical bytes, what max_bytes limits
+    assert sql(store, "SELECT key, payload FROM entries ORDER BY key") == [
+        ("a", b"same bytes"), ("b", b"same bytes"), ("c", b"other")
+    ]
+    assert store.total_bytes() == 10 + 10 + 5  # what max_bytes limits
     assert store.delete("a")
     assert store.get("b") is not None and store.get("b").payload == b"same bytes"  # type: ignore[union-attr]
-    assert store.delete("b")
-    assert sql(store, "SELECT count(*) FROM blobs") == [(1,)]
-    assert store.clear() == 1
-    assert sql(store, "SELECT count(*) FROM blobs") == [(0,)]
+    assert store.get("a") is None
+    assert store.clear() == 2
+    assert sql(store, "SELECT count(*) FROM entries") == [(0,)]
 
 
 def test_put_validates_kind(store: Store) -> None:
@@ -140,10 +141,6 @@ def test_literal_hot_sql_is_what_core_compiles_from_the_schema() -> None:
     assert tuple(schema.entries.c.keys()) == queries.ENTRY_COLUMNS
     compiled = {
         "SQL_SELECT_ENTRY": (statements.select_entry.compile(dialect=dialect), ("key",)),
-        "SQL_PUT_BLOB": (
-            statements.put_blob.compile(dialect=dialect, column_keys=["checksum", "payload"]),
-            ("checksum", "payload"),
-        ),
         "SQL_PUT_ENTRY": (
             statements.put_entry.compile(dialect=dialect, column_keys=list(queries.ENTRY_COLUMNS)),
             queries.ENTRY_COLUMNS,
@@ -169,10 +166,10 @@ def test_literal_hot_sql_is_what_core_compiles_from_the_schema() -> None:
         victims = statement.compile(dialect=dialect)
         assert _normalized(store_sqlite.SQL_VICTIMS[policy]) == _normalized(str(victims)), policy
         assert [victims.params[name] for name in victims.positiontup or ()] == [None, 0], policy
-    # The SELECT returns StoredEntry's fields after the key, in order, with the blob's own checksum
-    # before the payload (Store.get compares it with the entry's, then leaves it out).
+    # The SELECT returns StoredEntry's fields after the key, in order, with the row's own key
+    # before the payload (Store.get compares it with the key asked for, then leaves it out).
     selected = [column.name for column in statements.select_entry.selected_columns]
-    assert selected[:-2] + selected[-1:] == list(StoredEntry._fields[1:]) and selected[-2] == "blob_checksum"
+    assert selected[:-2] + selected[-1:] == list(StoredEntry._fields[1:]) and selected[-2] == "own_key"
 
 
 def test_a_warm_start_does_not_import_sqlalchemy(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from store_fixtures import location_fixture, sqlite_store_fixture, store_fixture  # noqa: F401
-from store_helpers import meta, set_access, sql
+from store_helpers import meta, set_access
 
 from zexus_bcache.errors import ConfigError, StoreError
 from zexus_bcache.store import (
@@ -106,7 +106,7 @@ def test_query_binds_parameters_and_only_reads(sqlite_store: Store, tmp_path: Pa
     injected = "'; DROP TABLE entries; --"
     assert sqlite_store.query("SELECT :v AS v", {"v": injected})[1] == [(injected,)]
     assert sqlite_store.query("PRAGMA table_info(settings)")[1]
-    assert sqlite_store.query("SELECT name FROM pragma_table_info('blobs')")[1] == [("checksum",), ("payload",)]
+    assert sqlite_store.query("SELECT name FROM pragma_table_info('totals')")[1] == [("id",), ("n_entries",), ("total_bytes",)]
     attached = tmp_path / "other.db"
     for statement, what in [
         ("INSERT INTO counters VALUES ('x', 1)", "INSERT"),
@@ -129,21 +129,14 @@ def test_query_binds_parameters_and_only_reads(sqlite_store: Store, tmp_path: Pa
         sqlite_store.query("SELECT :missing")
 
 
-def test_integrity_blobs_orphans_and_repairs(sqlite_store: Store) -> None:
-    sqlite_store.put("a", b"payload a", **meta())
-    sqlite_store.put("b", b"payload b", **meta())
-    sqlite_store.put("c", b"payload c", **meta())
+def test_integrity_and_every_payload_a_page_at_a_time(sqlite_store: Store) -> None:
+    for key in "cab":
+        sqlite_store.put(key, f"payload {key}".encode(), **meta())
     assert sqlite_store.integrity_check() == []
-    blobs = list(sqlite_store.iter_blobs(page=2))
-    assert sorted(payload for _, payload in blobs) == [b"payload a", b"payload b", b"payload c"]
-    assert all(digest == checksum(payload) for digest, payload in blobs)
-    assert sqlite_store.orphans() == ([], [])
-    sql(sqlite_store, "INSERT INTO blobs VALUES ('unused', x'00')")
-    sql(sqlite_store, "DELETE FROM blobs WHERE checksum = :c", c=checksum(b"payload b"))
-    assert sqlite_store.orphans() == (["b"], ["unused"])
-    assert sqlite_store.remove_blobs([checksum(b"payload a"), "unused"]) == 1
-    assert sqlite_store.delete_many(["b"]) == 1
-    assert sqlite_store.keys() == ["c"] and sqlite_store.orphans() == ([], [])
+    rows = list(sqlite_store.iter_payloads(page=2))  # pages of 2, 1
+    assert rows == [(key, checksum(f"payload {key}".encode()), f"payload {key}".encode()) for key in "abc"]
+    assert sqlite_store.payload_page("a", page=1) == [rows[1]]
+    assert sqlite_store.payload_page("c") == []
 
 
 def test_vacuum_gives_space_back(sqlite_store: Store) -> None:

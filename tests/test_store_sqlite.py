@@ -54,7 +54,7 @@ def test_closed_store_raises_store_error(store: Store) -> None:
 def test_database_errors_are_wrapped(sqlite_store: Store) -> None:
     sqlite_store.put("k", b"x", **meta())
     sql(sqlite_store, "DROP VIEW cache_stats")
-    sql(sqlite_store, "DROP TABLE blobs")  # damage behind the store's back
+    sql(sqlite_store, "DROP TABLE entries")  # damage behind the store's back
     with pytest.raises(StoreError, match="get failed") as info:
         sqlite_store.get("k")
     assert isinstance(info.value.__cause__, sqlite3.OperationalError)

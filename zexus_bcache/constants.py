@@ -6,7 +6,7 @@ flushes) reads them from here so that it never imports SQLAlchemy.
 
 from __future__ import annotations
 
-HEAD_REVISION = "0003_entry_totals"
+HEAD_REVISION = "0004_inline_payload"
 """The newest revision in migrations/: opening an up-to-date cache compares with it instead of
 loading Alembic. A test keeps it equal to Alembic's head; a new revision must update it."""
 

@@ -241,9 +241,7 @@ class Diagnosis:
     outdated: bool = False  # an older schema: upgrade it
     too_new: bool = False  # written by a newer zexus_bcache: leave it alone
     untrusted: str | None = None  # others could write it: chmod, never move it
-    bad_blobs: dict[str, str] = field(default_factory=dict)  # checksum -> what is wrong
-    orphan_entries: list[str] = field(default_factory=list)
-    orphan_blobs: list[str] = field(default_factory=list)
+    bad_payloads: dict[str, str] = field(default_factory=dict)  # key -> what is wrong
 
     def check(self, name: str, ok: bool, detail: str) -> None:
         self.checks.append({"check": name, "ok": bool(ok), "detail": detail})
@@ -254,7 +252,7 @@ class Diagnosis:
 
 
 def diagnose(location: str | Path, progress: Progress = _no_progress) -> Diagnosis:
-    """Check trust, schema revision, SQLite integrity, every payload, and orphan rows."""
+    """Check trust, schema revision, SQLite integrity and every payload."""
     from . import store as store_mod
 
     found = Diagnosis()
@@ -306,36 +304,21 @@ def _check_contents(store: Store, found: Diagnosis, progress: Progress) -> None:
     found.broken = bool(problems)
     checked = "PRAGMA integrity_check: ok" if store.dialect == "sqlite" else "the server checks its own pages"
     found.check("integrity", not problems, "; ".join(problems[:5]) or checked)
-    total = _count_blobs(store)
+    total = store.totals()[0]
     scanned = 0
     progress(0, total)
-    for digest, payload in store.iter_blobs():
+    for key, digest, payload in store.iter_payloads():
         scanned += 1
         try:
             if store_mod.checksum(payload) != digest:
                 raise BcacheError("checksum mismatch")
             codec.check(payload)
         except BcacheError as exc:
-            found.bad_blobs[digest] = str(exc)
-        progress(scanned, total)
-    shown = "; ".join(f"{d[:12]}: {why}" for d, why in list(found.bad_blobs.items())[:5])
-    damaged = f", {len(found.bad_blobs)} damaged: {shown}" if found.bad_blobs else ""
-    found.check("payloads", not found.bad_blobs, f"{scanned} checked{damaged}")
-    found.orphan_entries, found.orphan_blobs = store.orphans()
-    found.check(
-        "orphans",
-        not (found.orphan_entries or found.orphan_blobs),
-        f"{plural(len(found.orphan_entries), 'entry', 'entries')} without a blob, "
-        f"{plural(len(found.orphan_blobs), 'blob')} without an entry",
-    )
-
-
-def _count_blobs(store: Store) -> int | None:
-    try:
-        rows = store.query("SELECT COUNT(*) FROM blobs")[1]
-    except BcacheError:
-        return None
-    return int(rows[0][0]) if rows else None
+            found.bad_payloads[key] = str(exc)
+        progress(scanned, max(total, scanned))
+    shown = "; ".join(f"{k[:12]}: {why}" for k, why in list(found.bad_payloads.items())[:5])
+    damaged = f", {len(found.bad_payloads)} damaged: {shown}" if found.bad_payloads else ""
+    found.check("payloads", not found.bad_payloads, f"{scanned} checked{damaged}")
 
 
 def chmod_hint(path: Path) -> str:
@@ -363,15 +346,11 @@ def repair(location: str | Path, found: Diagnosis) -> list[str]:
     if found.outdated:
         before, after = migrate(location)
         return [f"upgraded the schema from {before or 'base'} to {after}"]
-    blobs = list(dict.fromkeys([*found.bad_blobs, *found.orphan_blobs]))
-    if not blobs and not found.orphan_entries:
+    if not found.bad_payloads:
         return []
     with store_mod.Store(location) as store:
-        removed = store.remove_blobs(blobs) + store.delete_many(found.orphan_entries)
-    return [
-        f"removed {plural(removed, 'entry', 'entries')} with damaged or missing payloads, "
-        f"and {plural(len(blobs), 'damaged or unused blob')}"
-    ]
+        removed = store.delete_many(found.bad_payloads)
+    return [f"removed {plural(removed, 'entry', 'entries')} with a damaged payload"]
 
 
 def plural(n: int, singular: str, many: str | None = None) -> str:

@@ -11,7 +11,6 @@ from .store.schema import (  # noqa: F401
     POLICIES,
     TRIGGERS,
     VIEWS,
-    blobs,
     counters,
     entries,
     metadata,

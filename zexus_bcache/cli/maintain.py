@@ -199,13 +199,12 @@ def doctor(ctx: click.Context, repair: bool, quiet: bool, fmt: str) -> None:
     """Check the database and every payload in it.
 
     Checks that only you can write the cache, runs SQLite's integrity_check, compares the
-    schema revision with this package's, recomputes every payload's checksum and validates its
-    format, and looks for orphan rows. Exits 1 when problems are found (and, with --repair,
-    remain).
+    schema revision with this package's, and recomputes every payload's checksum and validates
+    its format. Exits 1 when problems are found (and, with --repair, remain).
 
     --repair renames a database that cannot be opened or fails the integrity check to
     bcache.db.broken-<time> (with its -wal and -shm) and starts a fresh one; upgrades an older
-    schema; deletes damaged payloads (with their entries) and orphan rows. A cache other users
+    schema; deletes the entries whose payload is damaged. A cache other users
     can write is never repaired: doctor says which chmod makes it private. Stop other users first.
     """
     location = settings(ctx)["path"].value

@@ -11,7 +11,7 @@ memory. Importing this package imports neither SQLAlchemy nor Alembic (a warm st
 from __future__ import annotations
 
 from ..trust import ALLOW_ENV as ALLOW_WORLD_WRITABLE_ENV
-from .base import Orphans, StoredEntry, checksum
+from .base import StoredEntry, checksum
 from .locate import normalize_url, sqlite_path
 from .migrate import (
     MIGRATIONS_PACKAGE,
@@ -35,7 +35,6 @@ __all__ = [
     "MIGRATIONS_PACKAGE",
     "SORTS",
     "_LIVE",
-    "Orphans",
     "RevisionStatus",
     "Store",
     "StoredEntry",

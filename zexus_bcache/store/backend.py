@@ -163,11 +163,9 @@ class Backend:
         with self.engine().connect() as conn:
             return conn.execute(queries.select_limited(self.dialect), {"key": key, "max": int(max_payload)}).first()
 
-    def put(
-        self, digest: str, payload: bytes, entry: tuple[Any, ...], pending: Pending, *, replace: bool = True
-    ) -> list[str]:
-        """Write a blob and its entry (``entry``: queries.ENTRY_COLUMNS' values), then evict what the
-        limits require, in one transaction; return the evicted keys (``pending``: hits saved first).
+    def put(self, entry: tuple[Any, ...], pending: Pending, *, replace: bool = True) -> list[str]:
+        """Write an entry (``entry``: queries.ENTRY_COLUMNS' values, the payload last), then evict what
+        the limits require, in one transaction; return the evicted keys (``pending``: hits saved first).
 
         ``replace=False``: an entry already under the key is kept, and nothing is written."""
         statements = queries.statements(self.dialect)
@@ -175,11 +173,10 @@ class Backend:
         values = dict(zip(queries.ENTRY_COLUMNS, entry, strict=True))
         try:
             with self.write_engine().begin() as conn:
-                if not replace and conn.execute(statements.insert_entry, values).first() is None:
-                    return []
-                conn.execute(statements.put_blob, {"checksum": digest, "payload": payload})
                 if replace:
                     conn.execute(statements.put_entry, values)
+                elif conn.execute(statements.insert_entry, values).first() is None:
+                    return []
                 row = conn.execute(statements.limits).first()
                 over = over_limits(None if row is None else tuple(row))
                 if over is None:

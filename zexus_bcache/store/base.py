@@ -18,13 +18,6 @@ if TYPE_CHECKING:
     from .pending import Pending
 
 
-class Orphans(NamedTuple):
-    """Rows that lost their other half: entries whose blob is missing, blobs no entry uses."""
-
-    entries: list[str]
-    blobs: list[str]
-
-
 class StoredEntry(NamedTuple):
     """What serving a hit needs: the payload and what says whether it is usable (the rest: ``info``).
 
@@ -47,7 +40,7 @@ make_entry: Callable[[Iterable[Any]], StoredEntry] = functools.partial(tuple.__n
 
 
 def checksum(payload: bytes) -> str:
-    """The payload's content address, stored next to it (what ``doctor`` compares): SHA-256, first 128 bits, hex.
+    """The payload's checksum, stored next to it (what ``doctor`` compares): SHA-256, first 128 bits, hex.
 
     SHA-256 rather than BLAKE2b since 0003: with the CPU's SHA extensions (x86 SHA-NI, ARMv8) it is
     ~3x faster here (9 vs 32 µs for 11 KB), which was a quarter of a put.

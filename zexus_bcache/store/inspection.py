@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .. import constants
 from ..errors import ConfigError
 from . import migrate, queries
-from .base import Orphans, StoreBase, public
+from .base import StoreBase, public
 
 log = logging.getLogger("zexus_bcache")
 _WARNED: set[tuple[str, str]] = set()
@@ -135,38 +135,19 @@ class Inspection(StoreBase):
         """What SQLite's ``PRAGMA integrity_check`` reports as wrong (empty: fine; other dialects: empty)."""
         return self._backend.integrity_check()
 
-    def iter_blobs(self, page: int = 256) -> Iterator[tuple[str, bytes]]:
-        """Every (checksum, payload) in the blobs table, read a page at a time in checksum order."""
+    def iter_payloads(self, page: int = 256) -> Iterator[tuple[str, str, bytes]]:
+        """Every entry's (key, checksum, payload), read a page at a time in key order."""
         after = ""
-        while rows := self.blob_page(after, page):
+        while rows := self.payload_page(after, page):
             yield from rows
             after = rows[-1][0]
 
     @public
-    def blob_page(self, after: str = "", page: int = 256) -> list[tuple[str, bytes]]:
-        """Up to ``page`` (checksum, payload) rows with checksums after ``after``, in checksum order."""
+    def payload_page(self, after: str = "", page: int = 256) -> list[tuple[str, str, bytes]]:
+        """Up to ``page`` (key, checksum, payload) rows with keys after ``after``, in key order."""
         with self._backend.engine().connect() as conn:
-            return [(str(digest), bytes(payload)) for digest, payload in conn.execute(queries.blob_page(after, page))]
-
-    @public
-    def orphans(self) -> Orphans:
-        """Entries whose blob is missing, and blobs that no entry refers to."""
-        no_blob, unused = queries.orphans()
-        with self._backend.engine().connect() as conn:
-            return Orphans(list(conn.scalars(no_blob)), list(conn.scalars(unused)))
-
-    @public
-    def remove_blobs(self, checksums: Iterable[str]) -> int:
-        """Delete blobs and every entry that refers to them (damaged payloads); return the entries removed."""
-        self._require_writable("remove_blobs")
-        checksums = list(dict.fromkeys(checksums))
-        removed = 0
-        with self._write_engine().begin() as conn:
-            for chunk in queries.chunks(checksums):
-                entries_gone, blobs_gone = queries.remove_blobs(chunk)
-                removed += conn.execute(entries_gone).rowcount
-                conn.execute(blobs_gone)
-        return removed
+            rows = conn.execute(queries.payload_page(after, page))
+            return [(str(key), str(digest), bytes(payload)) for key, digest, payload in rows]
 
     def file_size(self) -> int | None:
         """Bytes the SQLite database takes on disk (file and WAL); None for a server database."""

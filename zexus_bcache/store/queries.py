@@ -36,7 +36,11 @@ assert set(EVICTION_ORDER) == set(constants.POLICIES)
 ENTRY_COLUMNS = (
     "key", "kind", "fingerprint", "codec_version", "checksum", "source_hash", "mem_size", "payload_size",
     "n_instructions", "n_constants", "source_path", "created_at", "last_access", "access_count", "signature",
+    "payload",
 )  # schema.entries' columns, in order: what a put writes (a test keeps them equal)
+
+META_COLUMNS = ENTRY_COLUMNS[:-1]
+"""Every column but the payload: what listings and ``info`` read (never the payload's overflow pages)."""
 
 SETTING_NAMES = ("max_entries", "max_bytes", "policy")  # as the limits statement returns them
 
@@ -94,7 +98,6 @@ class Tables(NamedTuple):
     """The schema's tables, with the eviction orders and sorts over them."""
 
     entries: sa.Table
-    blobs: sa.Table
     counters: sa.Table
     settings: sa.Table
     totals: sa.Table
@@ -113,14 +116,13 @@ def tables() -> Tables:
     }
     sort_columns = {"size": "payload_size", "instrs": "n_instructions"}
     sorts: dict[str, sa.ColumnElement[Any]] = {name: e[sort_columns.get(name, name)] for name in SORTS}
-    return Tables(schema.entries, schema.blobs, schema.counters, schema.settings, schema.totals, order, sorts)
+    return Tables(schema.entries, schema.counters, schema.settings, schema.totals, order, sorts)
 
 
 class Statements(NamedTuple):
     """The store's Core statements for one dialect (on SQLite the hot ones run as literal SQL)."""
 
     insert: Callable[..., Any]  # the dialect's INSERT, which has on_conflict_do_update
-    put_blob: Any
     put_entry: Any
     insert_entry: Any
     select_entry: Any
@@ -139,14 +141,7 @@ def statements(dialect: str) -> Statements:
 
     insert: Callable[..., Any] = sqlite.insert if dialect == "sqlite" else postgresql.insert
     t = tables()
-    entries, blobs, e = t.entries, t.blobs, t.entries.c
-    # A re-put repairs a damaged blob: same checksum, different bytes on disk.
-    blob = insert(blobs)
-    put_blob = blob.on_conflict_do_update(
-        index_elements=[blobs.c.checksum],
-        set_={"payload": blob.excluded.payload},
-        where=blobs.c.payload.is_distinct_from(blob.excluded.payload),
-    )
+    entries, e = t.entries, t.entries.c
     entry = insert(entries)
     kept = ("key", "created_at", "access_count", "last_access")
     replaced: dict[str, Any] = {c.name: entry.excluded[c.name] for c in e if c.name not in kept}
@@ -157,18 +152,16 @@ def statements(dialect: str) -> Statements:
     put_entry = entry.on_conflict_do_update(index_elements=[e.key], set_=replaced)
     # RETURNING says whether it inserted (rowcount is -1 for this statement on psycopg).
     insert_entry = insert(entries).on_conflict_do_nothing(index_elements=[e.key]).returning(e.key)
-    # The blob's own checksum, read from its row: a damaged index that leads to another entry's
-    # blob is then seen (SQLite would read blobs.checksum from the index that was followed, so it
-    # reads the row by rowid; a server reads the row anyway).
-    own: sa.ColumnElement[Any] = blobs.c.checksum.label("blob_checksum")
+    # The row's own key, read from the row: a damaged key index that leads to another entry's row
+    # is then seen (SQLite would read entries.key from the index that was followed, so it reads
+    # the row by rowid; a server reads the row anyway).
+    own: sa.ColumnElement[Any] = e.key
     if dialect == "sqlite":
-        row = blobs.alias("own")
-        same_row = sa.literal_column("own.rowid") == sa.literal_column("blobs.rowid")
-        own = sa.select(row.c.checksum).where(same_row).scalar_subquery()
-    own = own.label("blob_checksum")
-    hit_columns = [e[name] for name in HIT_COLUMNS] + [own, blobs.c.payload]
-    joined = sa.select(*hit_columns).join_from(entries, blobs, blobs.c.checksum == e.checksum)
-    select_entry = joined.where(e.key == sa.bindparam("key"))
+        row = entries.alias("own")
+        same_row = sa.literal_column("own.rowid") == sa.literal_column("entries.rowid")
+        own = sa.select(row.c.key).where(same_row).scalar_subquery()
+    hit_columns = [e[name] for name in HIT_COLUMNS] + [own.label("own_key"), e.payload]
+    select_entry = sa.select(*hit_columns).where(e.key == sa.bindparam("key"))
     when = sa.bindparam("t", type_=sa.Float)
     touch = (
         sa.update(entries)
@@ -197,7 +190,7 @@ def statements(dialect: str) -> Statements:
         for policy, order in t.eviction_order.items()
     }
     delete_key = sa.delete(entries).where(e.key == sa.bindparam("k"))
-    return Statements(insert, put_blob, put_entry, insert_entry, select_entry, touch, bump, limits, victims, delete_key)
+    return Statements(insert, put_entry, insert_entry, select_entry, touch, bump, limits, victims, delete_key)
 
 
 @functools.cache
@@ -210,14 +203,11 @@ def select_limited(dialect: str) -> sa.Select[Any]:
     import sqlalchemy as sa
 
     columns = list(statements(dialect).select_entry.selected_columns)
-    blobs = tables().blobs
-    size = (sa.func.length if dialect == "sqlite" else sa.func.octet_length)(blobs.c.payload)
-    limited = sa.case((size <= sa.bindparam("max", type_=sa.BigInteger), blobs.c.payload), else_=sa.null())
     entries = tables().entries
-    return (
-        sa.select(*columns[:-1], limited.label("payload"), size.label("size"))
-        .join_from(entries, blobs, blobs.c.checksum == entries.c.checksum)
-        .where(entries.c.key == sa.bindparam("key"))
+    size = (sa.func.length if dialect == "sqlite" else sa.func.octet_length)(entries.c.payload)
+    limited = sa.case((size <= sa.bindparam("max", type_=sa.BigInteger), entries.c.payload), else_=sa.null())
+    return sa.select(*columns[:-1], limited.label("payload"), size.label("size")).where(
+        entries.c.key == sa.bindparam("key")
     )
 
 
@@ -352,8 +342,7 @@ def keys(kind: str | None, prefix: str | None) -> sa.Select[Any]:
 def info(key: str) -> sa.Select[Any]:
     import sqlalchemy as sa
 
-    entries = tables().entries
-    return sa.select(*entries.c).where(entries.c.key == key)
+    return sa.select(*meta()).where(tables().entries.c.key == key)
 
 
 def listing(
@@ -368,37 +357,29 @@ def listing(
         raise ConfigError(f"sort must be one of {', '.join(t.sorts)}, not {sort!r}")
     column = t.sorts[sort]
     order = [column.desc(), entries.c.key.desc()] if descending else [column, entries.c.key]
-    query = sa.select(*entries.c).where(*filters(**criteria)).order_by(*order)
+    query = sa.select(*meta()).where(*filters(**criteria)).order_by(*order)
     if path_glob is None:
         return query.limit(limit)
     return query.where(entries.c.source_path.is_not(None))
 
 
-def blob_page(after: str, page: int) -> sa.Select[Any]:
+def meta() -> list[sa.ColumnElement[Any]]:
+    """entries' columns but the payload."""
+    e = tables().entries.c
+    return [e[name] for name in META_COLUMNS]
+
+
+def payload_page(after: str, page: int) -> sa.Select[Any]:
+    """Up to ``page`` (key, checksum, payload) rows with keys after ``after``, in key order.
+
+    The payload as bytes whatever its SQLite storage class: a TEXT value written by hand would
+    otherwise fail the whole page (not UTF-8), when it is one damaged payload to report.
+    """
     import sqlalchemy as sa
 
-    b = tables().blobs.c
-    return sa.select(b.checksum, b.payload).where(b.checksum > after).order_by(b.checksum).limit(page)
-
-
-def orphans() -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """Entries whose blob is missing; blobs no entry refers to."""
-    import sqlalchemy as sa
-
-    t = tables()
-    e, b = t.entries.c, t.blobs.c
-    no_blob = sa.select(e.key).where(~sa.exists().where(b.checksum == e.checksum)).order_by(e.key)
-    unused = sa.select(b.checksum).where(~sa.exists().where(e.checksum == b.checksum)).order_by(b.checksum)
-    return no_blob, unused
-
-
-def remove_blobs(checksums: list[str]) -> tuple[sa.Delete, sa.Delete]:
-    """Delete the entries using these blobs, then the blobs."""
-    import sqlalchemy as sa
-
-    t = tables()
-    entries_gone = sa.delete(t.entries).where(t.entries.c.checksum.in_(checksums))
-    return entries_gone, sa.delete(t.blobs).where(t.blobs.c.checksum.in_(checksums))
+    e = tables().entries.c
+    payload = sa.cast(e.payload, sa.LargeBinary)
+    return sa.select(e.key, e.checksum, payload).where(e.key > after).order_by(e.key).limit(page)
 
 
 def counters() -> sa.Select[Any]:

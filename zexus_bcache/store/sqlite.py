@@ -36,7 +36,6 @@ from .sqlite_sql import (
     SQL_DELETE_KEY,
     SQL_INSERT_ENTRY,
     SQL_LIMITS,
-    SQL_PUT_BLOB,
     SQL_PUT_ENTRY,
     SQL_SELECT_ENTRY,
     SQL_TOUCH,
@@ -292,9 +291,7 @@ class SQLiteBackend(Backend):
         except sqlite3.Error as exc:
             raise StoreError(f"{self.name}: get failed: {exc}") from exc
 
-    def put(
-        self, digest: str, payload: bytes, entry: tuple[Any, ...], pending: Pending, *, replace: bool = True
-    ) -> list[str]:
+    def put(self, entry: tuple[Any, ...], pending: Pending, *, replace: bool = True) -> list[str]:
         # The transaction written out (not raw_transaction()): a put is the other hot path.
         try:
             cursor = self._local.cursor
@@ -303,13 +300,11 @@ class SQLiteBackend(Backend):
         taken = None
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            # replace=False: an entry already there is kept, and no blob is added for it.
-            if not replace and cursor.execute(SQL_INSERT_ENTRY, entry).fetchone() is None:
-                cursor.execute("COMMIT")
-                return []
-            cursor.execute(SQL_PUT_BLOB, (digest, payload))
             if replace:
                 cursor.execute(SQL_PUT_ENTRY, entry)
+            elif cursor.execute(SQL_INSERT_ENTRY, entry).fetchone() is None:
+                cursor.execute("COMMIT")  # replace=False: the entry already there is kept
+                return []
             over = over_limits(cursor.execute(SQL_LIMITS, SETTING_NAMES).fetchone())
             evicted: list[str] = []
             if over is not None:

@@ -9,33 +9,27 @@ from __future__ import annotations
 
 from .queries import EVICTION_ORDER
 
-# (key); returns queries.HIT_COLUMNS, the blob's own checksum (read from its row, not the index
-# that led there), then the payload.
+# (key); returns queries.HIT_COLUMNS, the row's own key (read from the row by rowid, not from the
+# key index that led there), then the payload.
 SQL_SELECT_ENTRY = (
     "SELECT entries.kind, entries.fingerprint, entries.codec_version, entries.checksum,"
     " entries.source_hash, entries.mem_size, entries.signature,"
-    " (SELECT own.checksum FROM blobs AS own WHERE own.rowid = blobs.rowid) AS blob_checksum, blobs.payload"
-    " FROM entries JOIN blobs ON blobs.checksum = entries.checksum"
-    ' WHERE entries."key" = ?'
-)
-# (checksum, payload)
-SQL_PUT_BLOB = (
-    "INSERT INTO blobs (checksum, payload) VALUES (?, ?)"
-    " ON CONFLICT (checksum) DO UPDATE SET payload = excluded.payload"
-    " WHERE blobs.payload IS NOT excluded.payload"
+    ' (SELECT own."key" FROM entries AS own WHERE own.rowid = entries.rowid) AS own_key, entries.payload'
+    ' FROM entries WHERE entries."key" = ?'
 )
 # (*queries.ENTRY_COLUMNS)
 SQL_PUT_ENTRY = (
     'INSERT INTO entries ("key", kind, fingerprint, codec_version, checksum, source_hash, mem_size,'
     " payload_size, n_instructions, n_constants, source_path, created_at, last_access, access_count,"
-    " signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " signature, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ' ON CONFLICT ("key") DO UPDATE SET kind = excluded.kind, fingerprint = excluded.fingerprint,'
     " codec_version = excluded.codec_version, checksum = excluded.checksum,"
     " source_hash = excluded.source_hash, mem_size = excluded.mem_size,"
     " payload_size = excluded.payload_size, n_instructions = excluded.n_instructions,"
     " n_constants = excluded.n_constants, source_path = excluded.source_path,"
     " last_access = CASE WHEN (entries.last_access > excluded.last_access)"
-    " THEN entries.last_access ELSE excluded.last_access END, signature = excluded.signature"
+    " THEN entries.last_access ELSE excluded.last_access END, signature = excluded.signature,"
+    " payload = excluded.payload"
 )
 # (*queries.ENTRY_COLUMNS): insert if absent (the shared tier never replaces an entry)
 SQL_INSERT_ENTRY = SQL_PUT_ENTRY.split(" ON CONFLICT ")[0] + ' ON CONFLICT ("key") DO NOTHING RETURNING "key"'

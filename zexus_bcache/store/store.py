@@ -24,7 +24,7 @@ from .. import constants, trust
 from ..errors import BcacheError, ConfigError, StoreError
 from . import forks, migrate, queries
 from .backend import database_errors, is_locked
-from .base import Orphans, StoredEntry, checksum, make_entry, public
+from .base import StoredEntry, checksum, make_entry, public
 from .eviction import Eviction
 from .inspection import Inspection
 from .locate import connect
@@ -35,11 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zexus_bcache")
 
-__all__ = ["Orphans", "Store", "StoredEntry", "checksum"]
+__all__ = ["Store", "StoredEntry", "checksum"]
 
 
 class Store(Eviction, Inspection):
-    """Opaque bytecode blobs with metadata, counters and settings in one database."""
+    """Opaque bytecode payloads with metadata, counters and settings in one database."""
 
     def __init__(
         self,
@@ -132,15 +132,15 @@ class Store(Eviction, Inspection):
     def get(self, key: str) -> StoredEntry | None:
         """The entry stored under ``key`` or None; reads only (the hit is recorded in memory).
 
-        A blob whose own checksum is not the entry's (a damaged index led to another entry's
-        payload) is a miss, counted as ``corrupt``: a valid payload of another program never runs.
+        A row whose own key is not ``key`` (a damaged index led to another entry's row) is a miss,
+        counted as ``corrupt``: a valid payload of another program never runs.
         """
         with self._gate:
             row = self._fetch(key)
             if row is None:
                 return None
-            if row[-2] != row[3]:  # the blob row's own checksum, read from the row, vs the entry's
-                self._corrupt(key, "its blob belongs to another entry (a damaged index)")
+            if row[-2] != key:  # the row's own key, read from the row, not from the index
+                self._corrupt(key, "the index led to another entry's row (a damaged index)")
                 return None
             if not self._closed and self._pending.hit(key):
                 self._auto_flush()
@@ -156,8 +156,8 @@ class Store(Eviction, Inspection):
         *hit, own, payload, size = row
         if payload is None:
             return None, int(size)
-        if own != hit[3]:
-            self._corrupt(key, "its blob belongs to another entry (a damaged index)")
+        if own != key:
+            self._corrupt(key, "the index led to another entry's row (a damaged index)")
             return None, None
         if self._pending.hit(key):
             self._auto_flush()
@@ -210,8 +210,8 @@ class Store(Eviction, Inspection):
         source = None if source_path is None else os.fspath(source_path)
         # In schema.entries column order (queries.ENTRY_COLUMNS).
         entry: tuple[Any, ...] = (key, kind, fingerprint, codec_version, digest, source_hash, mem_size, len(payload))
-        entry += (n_instructions, n_constants, source, now, now, 0, signature)
-        evicted = self._backend.put(digest, payload, entry, self._pending, replace=replace)
+        entry += (n_instructions, n_constants, source, now, now, 0, signature, payload)
+        evicted = self._backend.put(entry, self._pending, replace=replace)
         if evicted:
             self._pending.forget(evicted)
         if self._pending.due(now):
