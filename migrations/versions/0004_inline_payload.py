@@ -1,4 +1,4 @@
-"""Payloads inline in entries, no blobs table (zexus_bcache 0.4.0).
+"""Payloads inline in entries, no blobs table, CRC-32 checksums (zexus_bcache 0.4.0).
 
 Revision ID: 0004_inline_payload
 Revises: 0003_entry_totals
@@ -10,7 +10,9 @@ Every revision carries a frozen copy of the tables it touches: never import zexu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import zlib
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -84,6 +86,35 @@ _ORPHAN_TRIGGERS = {
 _ORPHAN_TRIGGER_NAMES = ("entries_drop_orphan_blob_on_delete", "entries_drop_orphan_blob_on_update")
 
 
+# entries.checksum: the payload's SHA-256 (first 128 bits, hex), its content address, until 0003;
+# from 0004 only a damage check, CRC-32 (8 hex digits), at half the cost. Frozen here.
+def _sha256_128(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
+def _crc32(payload: bytes) -> str:
+    return f"{zlib.crc32(payload):08x}"
+
+
+_entries = sa.table(
+    "entries",
+    sa.column("key", sa.String(128)),
+    sa.column("checksum", sa.String(32)),
+    sa.column("payload", sa.LargeBinary()),
+)
+
+
+def _rechecksum(digest: Callable[[bytes], str], page: int = 500) -> None:
+    """Set every entry's checksum to ``digest`` of its payload, a page of rows at a time."""
+    conn = op.get_bind()
+    e = _entries.c
+    after = ""
+    while rows := conn.execute(sa.select(e.key, e.payload).where(e.key > after).order_by(e.key).limit(page)).all():
+        changes = [{"k": key, "c": digest(bytes(payload))} for key, payload in rows]
+        conn.execute(_entries.update().where(e.key == sa.bindparam("k")).values(checksum=sa.bindparam("c")), changes)
+        after = rows[-1][0]
+
+
 def _create_blobs() -> None:
     op.create_table(
         "blobs",
@@ -141,6 +172,7 @@ def upgrade() -> None:
     if dialect == "sqlite":
         _rebuild_sqlite_entries(inline=True)
         op.execute("DROP TABLE blobs")
+        _rechecksum(_crc32)
         return
     op.execute("LOCK TABLE entries IN SHARE ROW EXCLUSIVE MODE")
     for trigger in _ORPHAN_TRIGGER_NAMES:
@@ -152,11 +184,13 @@ def upgrade() -> None:
     op.alter_column("entries", "payload", nullable=False)
     op.drop_index("ix_entries_checksum", table_name="entries")
     op.drop_table("blobs")
+    _rechecksum(_crc32)
 
 
 def downgrade() -> None:
-    """Put the payloads back into blobs, one per checksum; entries without them, as at 0003."""
+    """Put the payloads back into blobs, one per content address; entries without them, as at 0003."""
     dialect = op.get_context().dialect.name
+    _rechecksum(_sha256_128)
     _create_blobs()
     if dialect == "sqlite":
         op.execute("INSERT OR IGNORE INTO blobs (checksum, payload) SELECT checksum, payload FROM entries")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import hashlib
+import zlib
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, NamedTuple, ParamSpec, TypeVar
@@ -40,12 +40,15 @@ make_entry: Callable[[Iterable[Any]], StoredEntry] = functools.partial(tuple.__n
 
 
 def checksum(payload: bytes) -> str:
-    """The payload's checksum, stored next to it (what ``doctor`` compares): SHA-256, first 128 bits, hex.
+    """The payload's checksum, stored next to it (what ``doctor`` compares): CRC-32, 8 hex digits.
 
-    SHA-256 rather than BLAKE2b since 0003: with the CPU's SHA extensions (x86 SHA-NI, ARMv8) it is
-    ~3x faster here (9 vs 32 µs for 11 KB), which was a quarter of a put.
+    Since 0004 it only detects damage (before, it was the payload's content address, SHA-256):
+    CRC-32 catches every burst of up to 32 flipped bits and misses random damage once in 2^32,
+    at half SHA-256's cost on 11 KB (4.6 vs 9.7 µs measured, ~10% of a put with the cache
+    misses of a real put). Nothing trusts it against tampering: a shared entry carries an HMAC
+    over the payload's SHA-256 (see shared.py), and every codec payload its own blake2b-128.
     """
-    return hashlib.sha256(payload).hexdigest()[:32]
+    return f"{zlib.crc32(payload):08x}"
 
 
 _P = ParamSpec("_P")

@@ -38,7 +38,7 @@ entries = Table(
     Column("kind", String(16), nullable=False),
     Column("fingerprint", String(128), nullable=False),
     Column("codec_version", Integer, nullable=False),
-    # SHA-256 of the payload (first 128 bits, hex): what doctor checks the payload against.
+    # CRC-32 of the payload (hex; SHA-256 before 0004): what doctor checks the payload against.
     Column("checksum", String(32), nullable=False),
     Column("source_hash", String(128), nullable=True),
     # The caller's estimate of the decoded value's size in memory (sizes the front tier on a hit).
