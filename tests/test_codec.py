@@ -48,9 +48,17 @@ def _forge(raw: bytes, version: int = codec.FORMAT_VERSION, flags: int = codec.F
     return prefix + codec._checksum(prefix, body) + body
 
 
+_TAIL = '["d",{}],["L"],["d",{}],{}'  # a Bytecode record's metadata, names, labels and extras
+
+
 def _body(constants: str, constant_fix: str) -> bytes:
-    """A format-2 body of one Bytecode with no instructions and the given constants (JSON text)."""
-    return f'["B","",[],[],[],{constants},{constant_fix},["d",{{}}],["L"],["d",{{}}],{{}}]'.encode()
+    """A format-3 body of one Bytecode with no instructions and the given constants (JSON text)."""
+    return f'["",[],["B",0,[],[],{constants},{constant_fix},{_TAIL}]]'.encode()
+
+
+def _one(chars: str, operands: str, record: str) -> bytes:
+    """A format-3 body: every opcode ("&" is the first Opcode), every operand, and the top Bytecode record."""
+    return f'["{chars}",{operands},["B",{record},{_TAIL}]]'.encode()
 
 
 def _bytecode(constants: list, instructions: list | None = None) -> Bytecode:
@@ -262,12 +270,17 @@ def test_non_bytes_input_is_refused() -> None:
         (_body('[["N","os.system",{}]]', "[0]"), "unknown AST node class"),
         (_body('[["E","os","system"]]', "[0]"), "unknown enum"),
         (_body('[["X",1]]', "[0]"), "unknown tag"),
-        (b'["B","\\uffff",[null],[],[],[],[],["d",{}],["L"],["d",{}],{}]', "unknown opcode"),
-        (b'["B","!",[],[],[],[],[],["d",{}],["L"],["d",{}],{}]', "malformed Bytecode"),
+        (_one("\\uffff", "[null]", "1,[],[],[],[]"), "unknown opcode"),
+        (_one("!", "[null]", "1,[],[],[],[]"), "unknown opcode"),
+        (_one("&", "[]", "1,[],[],[],[]"), "malformed instructions"),
+        (_one("&&", "[1,2]", "1,[],[],[],[]"), "not accounted for"),
+        (_one("&", '[["L"]]', "1,[1],[],[],[]"), "bad patch index"),
+        (_one("&", "[1]", "1,[0],[],[],[]"), "bad patch index"),
+        (_one("&", "[1]", "1,[],[0,1],[],[]"), "malformed Bytecode"),
         (b'{"a":1}', "top level"),
         (b'not json', "invalid body"),
         (b"[" * 100000 + b"]" * 100000, "nesting too deep|top level|expansion limit"),
-        (b'["M",["L",1]]', "not a Bytecode"),
+        (b'["",[],["M",["L",1]]]', "not a Bytecode"),
         (_body('[["S",["L"]]]', "[0]"), "malformed value"),
         (_body('[["R",0]]', "[0]"), "dangling reference"),
         (_body('[["@",0,"L"],["@",0,"L"]]', "[0,1]"), "malformed reference"),
@@ -276,7 +289,8 @@ def test_non_bytes_input_is_refused() -> None:
         (_body('[["L",1],2]', "[1]"), "bad patch index"),
         (_body('[["@",0,"L",["R",0]]]', "[0]"), "cycle"),
     ],
-    ids=["ast-class", "enum", "tag", "opcode", "odd-instructions", "object", "json", "deep", "list", "unhashable",
+    ids=["ast-class", "enum", "tag", "opcode", "opcode-below", "odd-instructions", "left-over", "operand-index",
+         "operand-not-array", "custom", "object", "json", "deep", "list", "unhashable",
          "dangling", "redefined", "shared-tuple", "unlisted-array", "bad-index", "cyclic-constant"],
 )
 def test_forged_bodies_with_valid_checksums_are_refused(raw: bytes, message: str) -> None:
@@ -339,10 +353,11 @@ def test_hash_flood_is_refused_without_quadratic_work() -> None:
 def test_repetition_bomb_is_refused_before_inflating() -> None:
     """A ~60 KB body that would inflate to 60 MB of constants is refused from its header."""
     deflate = zlib.compressobj(9)
-    parts = [deflate.compress(b'["B","",[],[],[],[')] + [deflate.compress(b"0," * 500_000) for _ in range(60)]
-    parts.append(deflate.compress(b'0],[],["d",{}],["L"],["d",{}],{}]') + deflate.flush())
+    head, tail = b'["",[],["B",0,[],[],[', b'0],[],["d",{}],["L"],["d",{}],{}]]'
+    parts = [deflate.compress(head)] + [deflate.compress(b"0," * 500_000) for _ in range(60)]
+    parts.append(deflate.compress(tail) + deflate.flush())
     body = b"".join(parts)
-    raw_len = 60 * 1_000_000 + 53
+    raw_len = 60 * 1_000_000 + len(head) + len(tail)
     assert raw_len <= codec.MAX_RAW_BYTES and len(body) < 100_000
     prefix = codec._HEADER.pack(codec.MAGIC, codec.FORMAT_VERSION, codec.FLAG_ZLIB, len(body), raw_len, b"")
     prefix = prefix[: codec._CHECKED_PREFIX]
@@ -365,14 +380,14 @@ def test_back_reference_bomb_is_refused() -> None:
 
 
 def test_self_referencing_entries_and_cyclic_operands_are_refused() -> None:
-    empty = '"",[],[],[],[],[],["d",{}],["L"],["d",{}],{}'
-    self_ref = _forge(_body('[["@",0,"B","!",[0],[],[],[["R",0]],[0],["d",{}],["L"],["d",{}],{}]]', "[0]"))
-    operand = _forge(b'["B","!",[["@",0,"L",["R",0]]],[0],[],[],[],["d",{}],["L"],["d",{}],{}]')
+    nested = f'[["@",0,"B",1,[],[],[["R",0]],[0],{_TAIL}]]'
+    self_ref = _forge(f'["&",[0],["B",0,[],[],{nested},[0],{_TAIL}]]'.encode())
+    operand = _forge(_one("&", '[["@",0,"L",["R",0]]]', "1,[0],[],[],[]"))
     node = _forge(_body('[["@",0,"N","Identifier",{"value":"x","me":["R",0]}]]', "[0]"))
     for data in (self_ref, operand, node):
         with pytest.raises(CodecError, match="cycle"):
             codec.decode(data)
-    assert type(codec.decode(_forge(('["B",' + empty + "]").encode()))) is Bytecode
+    assert type(codec.decode(_forge(_body("[]", "[]")))) is Bytecode
 
 
 def _at_depth(n: int, fn: object) -> object:

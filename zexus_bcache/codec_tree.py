@@ -18,9 +18,6 @@ MAX_DEPTH = 400
 # inserting them would cost O(n^2) comparisons (hash flooding), so the payload is refused.
 MAX_COLLISIONS = 32
 _BIG_INT = 1 << 63
-# Opcode v is the character chr(v + 32): printable for the common opcodes, one JSON token for all.
-_OP_SHIFT = 32
-_CUSTOM_OP = chr(_OP_SHIFT)  # an instruction whose opcode is not an Opcode member (listed apart)
 # Objects every program shares; must equal front._SHARED_IDS (a test checks) so sizes agree.
 SHARED_IDS = frozenset(map(id, (None, True, False, *range(-5, 257))))
 
@@ -57,15 +54,28 @@ Bytecode, _OPCODES, _AST_NAME, _AST_CLASS, _ENUMS = _load_whitelists()
 _ENUM_NAME = {cls: name for name, cls in _ENUMS.items()}
 _Opcode = _ENUMS["Opcode"]
 _BYTECODE_FIELDS = ("instructions", "constants", "metadata", "names", "labels")
-_OPCHAR = [chr(v + _OP_SHIFT) for v in range(max(_OPCODES) + 1)]
-_OP_OF_CHAR: dict[str, Any] = {chr(v + _OP_SHIFT): m for v, m in _OPCODES.items()}
-_OP_OF_CHAR[_CUSTOM_OP] = None
+# The opcodes of a Bytecode are one string: Opcode members numbered 1.. in value order, member n as
+# chr(_OP_BASE + n), all below 256, so the decoder maps the string's latin-1 bytes through a list in
+# one C loop. Number 0 stands for an opcode that is not an Opcode member, listed apart.
+_OP_BASE = 35  # "#": from here on, JSON escapes only the backslash
+_OPS: list[Any] = [None, *sorted(_OPCODES.values())]
+assert _OP_BASE + len(_OPS) <= 256, "too many opcodes for one latin-1 character each"
+_CUSTOM_OP = chr(_OP_BASE)
+_OPCHAR = [_CUSTOM_OP] * (max(_OPCODES) + 1)  # indexed by Opcode value
+for _n, _member in enumerate(_OPS[1:], 1):
+    _OPCHAR[_member] = chr(_OP_BASE + _n)
+_OP_OF_BYTE: list[Any] = [None] * _OP_BASE + _OPS
+_OP_BYTES = bytes(range(_OP_BASE, len(_OP_OF_BYTE)))
 _SHAREABLE = frozenset("LdDSNB")
 _UNSHAREABLE: list[Any] = ["!"]
+_BARE: list[Any] = ["{"]
 _PLAIN = frozenset((str, type(None), bool, int))  # JSON as they are (ints only below _BIG_INT)
-_CUSTOM_CODE = ord(_CUSTOM_OP) - _OP_SHIFT  # _OPCHAR[_CUSTOM_CODE] == _CUSTOM_OP
 _getsizeof = sys.getsizeof
 _PAIR_SIZE = sys.getsizeof((None, None))
+
+
+class Rewalk(Exception):
+    """A dict encoded bare was met again (shared): encode the value again, without bare dicts."""
 
 
 def _too_deep() -> CodecError:
@@ -79,9 +89,14 @@ class Encoder:
     first time one is met again, its first encoding is marked in place as a definition
     ``["@", ref, tag, ...]`` and the repeat becomes ``["R", ref]``, so sharing is kept exactly.
     An object met again inside itself (a cycle) is refused: walkers of decoded bytecode would loop.
+
+    With ``bare``, a string-keyed dict whose values all encode to JSON as they are is a bare JSON
+    object, which the decoder keeps as parsed (no walk). A bare encoding cannot be marked as a
+    definition, so meeting one again raises ``Rewalk``: the caller encodes again without bare dicts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bare: bool = True) -> None:
+        self.bare = bare
         self.memo: dict[int, list[Any]] = {}
         self.open: set[int] = set()
         self.next_ref = 0
@@ -92,6 +107,10 @@ class Encoder:
         self._count = self.met.append
         self._count_all = self.met.extend
         self.pairs: list[tuple[Any, Any]] = []  # instructions: 2-tuples, all of one size
+        # Every Bytecode's opcodes and operands, concatenated in walk order: the decoder maps and
+        # zips them in one C loop each instead of once per Bytecode.
+        self.chars: list[str] = []
+        self.operands: list[Any] = []  # a bare array is a tuple of plain values; tagged ones are listed
 
     @property
     def size(self) -> int:
@@ -120,6 +139,8 @@ class Encoder:
             return None
         if first is _UNSHAREABLE:
             raise CodecError("a Bytecode's instruction or constant list referenced elsewhere is not encoded")
+        if first is _BARE:
+            raise Rewalk
         if id(v) in self.open:
             raise CodecError(f"a {type(v).__name__} that contains itself (a cycle) is not encoded")
         if first[0] != "@":
@@ -178,6 +199,9 @@ class Encoder:
                 for k, x in v.items():
                     self._count(k)
                     items[k] = self.value(x, d)
+                if self.bare and not countOf(map(type, items.values()), list):
+                    self.memo[id(v)] = _BARE
+                    return items  # type: ignore[return-value]
                 return out
             out = ["D"]
             self.memo[id(v)] = out
@@ -218,17 +242,32 @@ class Encoder:
         """Members encoded, and the indices of those that are tagged arrays (the decoder patches only those)."""
         self._count_all(xs)
         out = list(xs)
-        # Most members are JSON as they are: only the others go through value(), found in one pass.
-        others = [
-            i for i, x in enumerate(xs) if type(x) not in _PLAIN or (type(x) is int and not -_BIG_INT < x < _BIG_INT)
-        ]
         fix: list[int] = []
-        for i in others:
+        for i in _others(xs):
             e = self.value(xs[i], depth)
             if type(e) is list:
                 fix.append(i)
             out[i] = e
         return out, fix
+
+    def _operands(self, operands: Any, depth: int) -> list[int]:
+        """Append operands to the shared list; return the indices (in operands) of the tagged ones."""
+        self._count_all(operands)
+        base = len(self.operands)
+        self.operands += operands  # reserved first: nested Bytecodes append theirs after these
+        fix: list[int] = []
+        for i in _others(operands):
+            x = operands[i]
+            if type(x) is tuple and _plain_tuple(x):
+                self._count(x)
+                self._count_all(x)
+                self.operands[base + i] = list(x)
+                continue
+            e = self.value(x, depth)
+            if type(e) is list:
+                fix.append(i)
+            self.operands[base + i] = e
+        return fix
 
     def bytecode(self, bc: Any, depth: int) -> list[Any]:
         ref = self._shared(bc, depth)
@@ -256,18 +295,16 @@ class Encoder:
             raise CodecError(f"instruction {bad!r} is not an (opcode, operand) pair")
         self.pairs += instructions
         ops, operands = zip(*instructions, strict=True) if instructions else ((), ())
-        custom: list[Any] = []
         # An Opcode is an IntEnum: it indexes _OPCHAR by its value, in a C loop.
-        if set(map(type, ops)) <= {_Opcode}:
-            chars = "".join(map(_OPCHAR.__getitem__, ops))
+        custom = [] if set(map(type, ops)) <= {_Opcode} else [i for i, op in enumerate(ops) if type(op) is not _Opcode]
+        if not custom:
+            self.chars.append("".join(map(_OPCHAR.__getitem__, ops)))
         else:
-            codes = list(ops)
-            for i, op in enumerate(ops):
-                if type(op) is not _Opcode:
-                    custom += [i, self.value(op, depth + 2)]
-                    codes[i] = _CUSTOM_CODE
-            chars = "".join(map(_OPCHAR.__getitem__, codes))
-        out += [chars, *self._flat(operands, depth + 2), custom, *self._flat(constants, depth + 2)]
+            self.chars.append("".join(_OPCHAR[op] if type(op) is _Opcode else _CUSTOM_OP for op in ops))
+        # The decoder's order: tagged operands, custom opcodes, constants, then the other fields.
+        out += [len(ops), self._operands(operands, depth + 2)]
+        out.append([e for i in custom for e in (i, self.value(ops[i], depth + 2))])
+        out += [*self._flat(constants, depth + 2)]
         out += [self.value(attrs[f], depth + 1) for f in _BYTECODE_FIELDS[2:]]
         extras = {k: x for k, x in attrs.items() if k not in _BYTECODE_FIELDS}
         out.append({k: self.value(x, depth + 1) for k, x in extras.items()})
@@ -275,173 +312,25 @@ class Encoder:
         return out
 
 
+def _others(xs: Any) -> list[int]:
+    """Indices of the members that are not JSON as they are, found in one pass (most members are)."""
+    return [i for i, x in enumerate(xs) if type(x) not in _PLAIN or (type(x) is int and not -_BIG_INT < x < _BIG_INT)]
+
+
+def _plain_tuple(x: tuple[Any, ...]) -> bool:
+    """Whether JSON keeps every member exactly: strings, None, bools, ints below _BIG_INT, finite floats."""
+    for m in x:
+        t = type(m)
+        if t is int:
+            if not -_BIG_INT < m < _BIG_INT:
+                return False
+        elif t is float:
+            if not math.isfinite(m):
+                return False
+        elif t is not str and t is not bool and m is not None:
+            return False
+    return True
+
+
 def bad(msg: str) -> CodecError:
     return CodecError(f"corrupt bytecode payload: {msg}")
-
-
-def _arity(v: list[Any], n: int) -> None:
-    if len(v) != n:
-        raise bad(f"tag {v[0]!r} takes {n - 1} fields, got {len(v) - 1}")
-
-
-def _obj(v: Any) -> dict[str, Any]:
-    if type(v) is not dict:
-        raise bad("expected an object")
-    return v
-
-
-class Decoder:
-    """One decoding pass over a parsed body; ``nodes`` counts values as if shared ones were copied."""
-
-    def __init__(self, max_nodes: int) -> None:
-        self.memo: dict[int, Any] = {}
-        self.weight: dict[int, int] = {}
-        self.open: set[int] = set()
-        self.nodes = 0
-        self.max_nodes = max_nodes
-
-    def value(self, v: Any, depth: int) -> Any:
-        # A bare JSON object or a scalar where a tagged array is expected is kept as parsed: it can only
-        # be a dict of strings or a scalar, which is harmless (format 1 did the same).
-        if type(v) is not list:
-            return v
-        if depth > MAX_DEPTH:
-            raise bad(f"nesting deeper than {MAX_DEPTH} levels")
-        self.nodes += len(v)
-        d = depth + 1
-        tag = v[0] if v else None
-        if tag == "T":
-            if not countOf(map(type, v), list):  # the usual operand: a pair of plain values
-                return tuple(v[1:])
-            return tuple([x if type(x) is not list else self.value(x, d) for x in v[1:]])
-        if tag == "L":
-            return [x if type(x) is not list else self.value(x, d) for x in v[1:]]
-        if tag == "d":
-            _arity(v, 2)
-            return {k: (x if type(x) is not list else self.value(x, d)) for k, x in _obj(v[1]).items()}
-        if tag == "B":
-            return self.bytecode(v, d)
-        if tag == "R":
-            return self.reference(v)
-        if tag == "N":
-            _arity(v, 3)
-            cls = _AST_CLASS.get(v[1]) if type(v[1]) is str else None
-            if cls is None:
-                raise bad(f"unknown AST node class {v[1]!r}")
-            node: Any = object.__new__(cls)
-            node.__dict__.update({k: self.value(x, d) for k, x in _obj(v[2]).items()})
-            return node
-        if tag == "E":
-            _arity(v, 3)
-            members = _ENUMS.get(v[1]) if type(v[1]) is str else None
-            if members is None or type(v[2]) is not str or v[2] not in members.__members__:
-                raise bad(f"unknown enum member {v[1]!r}.{v[2]!r}")
-            return members.__members__[v[2]]
-        if tag == "D":
-            if len(v) % 2 != 1:
-                raise bad("odd dict item list")
-            keys = self._hashable([self.value(k, d) for k in v[1::2]])
-            return dict(zip(keys, [self.value(x, d) for x in v[2::2]], strict=True))
-        if tag == "S":
-            return set(self._hashable([self.value(x, d) for x in v[1:]]))
-        if tag == "F":
-            return frozenset(self._hashable([self.value(x, d) for x in v[1:]]))
-        if tag == "@":
-            return self.definition(v, d)
-        return _scalar(v, tag)
-
-    def reference(self, v: list[Any]) -> Any:
-        _arity(v, 2)
-        ref = v[1]
-        if type(ref) is not int or ref not in self.memo:
-            cycle = ref in self.open
-            raise bad("a reference to a value being defined (a cycle)" if cycle else f"dangling reference {ref!r}")
-        self.nodes += self.weight[ref]
-        if self.nodes > self.max_nodes:
-            raise bad(f"shared references expand to over {self.max_nodes} values")
-        return self.memo[ref]
-
-    def definition(self, v: list[Any], d: int) -> Any:
-        """``["@", ref, tag, ...]``: decode the value, then let later references reach it."""
-        if len(v) < 3 or type(v[1]) is not int or v[1] in self.memo or v[1] in self.open:
-            raise bad("malformed reference definition")
-        ref, body = v[1], v[2:]
-        if type(body[0]) is not str or body[0] not in _SHAREABLE:
-            raise bad(f"tag {body[0]!r} cannot be shared")
-        self.open.add(ref)
-        before = self.nodes
-        obj = self.value(body, d - 1)
-        self.open.discard(ref)
-        self.memo[ref] = obj
-        self.weight[ref] = self.nodes - before
-        return obj
-
-    def _hashable(self, keys: list[Any]) -> list[Any]:
-        """Keys for a dict or set, refused when many share a hash (inserting them would be quadratic)."""
-        if len(keys) > MAX_COLLISIONS and len(keys) - len(set(map(hash, keys))) > MAX_COLLISIONS:
-            raise bad(f"more than {MAX_COLLISIONS} keys of one dict or set share hash values (hash flooding)")
-        return keys
-
-    def _patch(self, xs: Any, fix: Any, d: int) -> None:
-        """Decode in place the tagged members of a flat list; every array in it must be listed in fix."""
-        if type(xs) is not list or type(fix) is not list:
-            raise bad("malformed Bytecode")
-        if countOf(map(type, xs), list) != len(fix):
-            raise bad("an array not listed for decoding in a Bytecode list")
-        prev = -1
-        for i in fix:
-            if type(i) is not int or i <= prev or i >= len(xs) or type(xs[i]) is not list:
-                raise bad("bad patch index in a Bytecode list")
-            xs[i] = self.value(xs[i], d)
-            prev = i
-
-    def bytecode(self, v: list[Any], d: int) -> Any:
-        _arity(v, 11)
-        _, chars, operands, ofix, custom, constants, cfix, metadata, names, labels, extras = v
-        if type(chars) is not str or type(operands) is not list or len(operands) != len(chars):
-            raise bad("malformed Bytecode")
-        if type(custom) is not list or type(extras) is not dict or len(custom) != 2 * chars.count(_CUSTOM_OP):
-            raise bad("malformed Bytecode")
-        self.nodes += 2 * len(chars) + len(constants)
-        self._patch(operands, ofix, d)
-        try:
-            ops = list(map(_OP_OF_CHAR.__getitem__, chars))
-        except KeyError as exc:
-            raise bad(f"unknown opcode {ord(exc.args[0]) - _OP_SHIFT}") from None
-        it = iter(custom)
-        for i, op in zip(it, it, strict=True):
-            if type(i) is not int or not 0 <= i < len(ops) or ops[i] is not None:
-                raise bad("bad custom opcode index")
-            ops[i] = self.value(op, d)
-        self._patch(constants, cfix, d)
-        bc: Any = object.__new__(Bytecode)
-        state = bc.__dict__
-        state.update(instructions=list(zip(ops, operands, strict=True)), constants=constants)
-        state.update(metadata=self.value(metadata, d), names=self.value(names, d), labels=self.value(labels, d))
-        for k, x in extras.items():
-            if k in _BYTECODE_FIELDS:
-                raise bad(f"duplicate Bytecode field {k!r}")
-            state[k] = self.value(x, d)
-        return bc
-
-
-def _scalar(v: list[Any], tag: Any) -> Any:
-    if tag == "i":
-        _arity(v, 2)
-        try:
-            return int(v[1], 16)
-        except (TypeError, ValueError):
-            raise bad(f"bad big int {v[1]!r}") from None
-    if tag == "f":
-        _arity(v, 2)
-        try:
-            return struct.unpack(">d", bytes.fromhex(v[1]))[0]
-        except (TypeError, ValueError, struct.error):
-            raise bad(f"bad float {v[1]!r}") from None
-    if tag == "b":
-        _arity(v, 2)
-        try:
-            return base64.b64decode(v[1], validate=True)
-        except (TypeError, ValueError):
-            raise bad("bad bytes value") from None
-    raise bad(f"unknown tag {tag!r}")

@@ -10,7 +10,7 @@ HEAD_REVISION = "0004_inline_payload"
 """The newest revision in migrations/: opening an up-to-date cache compares with it instead of
 loading Alembic. A test keeps it equal to Alembic's head; a new revision must update it."""
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The codec's payload format (zexus_bcache.codec). Part of every compiler fingerprint, so rows
 written by another format are misses; a change to the format must bump it."""
 
