@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,19 +205,31 @@ def _one(case: Case, workdir: Path, noise: list[str], template: Path) -> Outcome
     return Outcome(zx, miss, hit, workdir / "bcache.db", noise)
 
 
+class _Outcomes(dict[str, Outcome]):
+    """Each case run under zx and ours (miss, then hit) the first time a test asks for it.
+
+    On demand, not all up front: under xdist every worker builds this module fixture, and running
+    every case in each of them did the whole corpus twice (~150 s per worker on 2 cores).
+    """
+
+    def __init__(self, root: Path, template: Path, noise: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.root, self.template, self.noise = root, template, noise
+
+    def __missing__(self, name: str) -> Outcome:
+        i, case = next((i, c) for i, c in enumerate(CASES) if c.name == name)
+        self[name] = _one(case, self.root / f"case{i}", self.noise.get(str(case.program), []), self.template)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """Every case run under zx and ours (miss, then hit), two cases at a time (2 cores)."""
     from zexus_bcache.cache import BytecodeCache
 
     root = tmp_path_factory.mktemp("fidelity")
     template = root / "template.db"
     BytecodeCache(path=template).close()
-    noise = noise_of(sorted({c.program for c in CASES}), root)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {c.name: pool.submit(_one, c, root / f"case{i}", noise.get(str(c.program), []), template)
-                   for i, c in enumerate(CASES)}
-        return {name: f.result() for name, f in futures.items()}
+    return _Outcomes(root, template, noise_of(sorted({c.program for c in CASES}), root))
 
 
 def _entries(cache: Path) -> tuple[int, dict[str, int]]:
