@@ -60,7 +60,7 @@ from .codec_tree import (
     _OP_BASE,
     _OP_BYTES,
     _OP_OF_BYTE,
-    _SHAREABLE,  # fmt: skip
+    _SHAREABLE,
     MAX_COLLISIONS,
     MAX_DEPTH,
     Bytecode,

@@ -258,8 +258,7 @@ class Encoder:
         fix: list[int] = []
         for i in _others(operands):
             x = operands[i]
-            if type(x) is tuple and _plain_tuple(x):
-                self._count(x)
+            if type(x) is tuple and _plain_tuple(x):  # x itself is in met already (count_all above)
                 self._count_all(x)
                 self.operands[base + i] = list(x)
                 continue
